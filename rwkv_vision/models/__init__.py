@@ -1,0 +1,1 @@
+"""Model families, one file each. Importing this package registers every named configuration."""
