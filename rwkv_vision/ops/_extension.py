@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -80,7 +81,16 @@ def jit_build(with_cuda: bool, timeout: float | None = None) -> str:
     Runs ``torch.utils.cpp_extension.load`` in a subprocess killed after ``timeout`` seconds; the compiler output is
     saved to ``build.log`` in the build folder. Raises RuntimeError naming the log on failure.
     """
-    from torch.utils.cpp_extension import _get_build_directory
+    import logging
+
+    # Importing cpp_extension logs a CUDA_HOME guess even when nothing is built; keep it out of users' output.
+    cpp_log = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_log.level
+    cpp_log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+    finally:
+        cpp_log.setLevel(level)
 
     name, sources, kwargs = _jit_name(with_cuda)
     build_dir = Path(_get_build_directory(name, verbose=False))
@@ -99,8 +109,6 @@ def jit_build(with_cuda: bool, timeout: float | None = None) -> str:
         "load(name=a['name'], sources=a['sources'], build_directory=a['dir'], is_python_module=False, "
         "verbose=True, extra_cflags=a['cflags'], extra_cuda_cflags=a['cuda_cflags'])"
     )
-    import json
-
     args = json.dumps({"name": name, "sources": sources, "dir": str(build_dir), "cflags": kwargs["extra_cflags"],
                        "cuda_cflags": kwargs["extra_cuda_cflags"]})
     with open(log, "w") as out:

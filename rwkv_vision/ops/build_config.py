@@ -10,7 +10,7 @@ from pathlib import Path
 
 CPU_SOURCES = ("ops.cpp", "wkv_cpu.cpp")
 CUDA_SOURCES = ("wkv_cuda.cu",)
-HEADERS = ("wkv_math.h", "wkv_cuda.h")
+HEADERS = ("wkv_math.h", "wkv_cpu.h", "wkv_cuda.h")
 
 
 def csrc_dir() -> Path:
@@ -26,7 +26,7 @@ def cxx_flags() -> list[str]:
     # -ffast-math lets gcc call glibc's vector expf/logf inside the '#pragma omp simd' channel loops; the kernels
     # never use inf or NaN (empty sums carry a finite -1e38 exponent). It is a compile flag only: linking with
     # it would flush denormals for the whole process.
-    flags = ["-O3", "-std=c++17", "-ffast-math", "-fopenmp-simd"]
+    flags = ["-O3", "-ffast-math", "-fopenmp-simd"]
     arch = os.environ.get("RWKV_VISION_CPU_ARCH", "native")  # set to "" for a portable build
     if arch:
         flags.append(f"-march={arch}")
@@ -35,4 +35,4 @@ def cxx_flags() -> list[str]:
 
 def nvcc_flags() -> list[str]:
     # No -arch/-gencode here: any flag containing "arch" makes torch ignore TORCH_CUDA_ARCH_LIST.
-    return ["-O3", "-std=c++17", "-DWITH_CUDA"]
+    return ["-O3", "-DWITH_CUDA"]

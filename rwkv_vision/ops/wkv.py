@@ -29,7 +29,7 @@ def _torch_backward(gy, k, v, w, u, y, lse, bidirectional):
 
 def _fake_forward(k, v, w, u, bidirectional, need_lse):
     lse_shape = k.shape if need_lse else (0,)
-    return torch.empty(k.shape, dtype=k.dtype, device=k.device), k.new_empty(lse_shape, dtype=torch.float32)
+    return torch.empty(k.shape, dtype=k.dtype, device=k.device), k.new_empty(lse_shape, dtype=w.dtype)
 
 
 def _fake_backward(gy, k, v, w, u, y, lse, bidirectional):
@@ -100,8 +100,8 @@ def _check(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, n
     C = k.shape[2]
     if w.shape != (C,) or u.shape != (C,):
         raise ValueError(f"{name}: w and u must have shape [C] = [{C}]; got w {tuple(w.shape)}, u {tuple(u.shape)}")
-    if k.dtype not in (torch.float32, torch.float16, torch.bfloat16) or v.dtype != k.dtype:
-        raise TypeError(f"{name}: k and v must share one dtype of float32, float16, bfloat16; "
+    if k.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64) or v.dtype != k.dtype:
+        raise TypeError(f"{name}: k and v must share one dtype of float32, float16, bfloat16 (or float64); "
                         f"got k {k.dtype}, v {v.dtype}")
     if len({k.device, v.device, w.device, u.device}) != 1:
         raise ValueError(f"{name}: k, v, w, u must be on one device; got {k.device}, {v.device}, {w.device}, "
@@ -112,7 +112,8 @@ def _wkv(k, v, w, u, bidirectional: bool, name: str) -> torch.Tensor:
     _check(k, v, w, u, name)
     forward, _ = _OPS[_namespace_for(k.device.type)]
     need_lse = torch.is_grad_enabled() and (k.requires_grad or v.requires_grad or w.requires_grad or u.requires_grad)
-    y, _ = forward(k, v, w.float(), u.float(), bidirectional, need_lse)
+    acc = torch.float64 if k.dtype == torch.float64 else torch.float32
+    y, _ = forward(k, v, w.to(acc), u.to(acc), bidirectional, need_lse)
     return y
 
 
@@ -122,7 +123,8 @@ def bi_wkv(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor) -
     y_t = [sum_{i!=t} e^{-(|t-i|-1) w + k_i} v_i + e^{u + k_t} v_t] / [same sums without v]
 
     Args:
-        k, v: [B, T, C] keys and values, float32, float16 or bfloat16 (one dtype); any strides.
+        k, v: [B, T, C] keys and values, float32, float16 or bfloat16 (one dtype; float64 also works and
+            accumulates in float64, for gradcheck); any strides.
         w, u: [C] decay and bonus, used exactly as given (the Vision-RWKV layer passes spatial_decay / T and
             spatial_first / T); cast to float32.
     Returns:

@@ -36,8 +36,12 @@ def _push_moments(sums, moments, o, w, x, values):
 
 
 def wkv_forward(k, v, w, u, bidirectional: bool, need_lse: bool):
-    """k, v: [B, T, C]; w, u: [C] fp32. Returns (y [B, T, C] in k's dtype, lse [B, T, C] fp32 or empty)."""
-    kf, vf = k.float(), v.float()
+    """k, v: [B, T, C]; w, u: [C] in the accumulation dtype (float32, or float64 for float64 inputs).
+
+    Returns (y [B, T, C] in k's dtype, lse [B, T, C] in the accumulation dtype, or empty unless need_lse).
+    """
+    acc = w.dtype  # float32, or float64 for float64 inputs
+    kf, vf = k.to(acc), v.to(acc)
     B, T, C = kf.shape
     y = kf.new_empty(B, T, C)
     lse = kf.new_empty(B, T, C)
@@ -66,8 +70,9 @@ def wkv_forward(k, v, w, u, bidirectional: bool, need_lse: bool):
 
 
 def wkv_backward(gy, k, v, w, u, y, lse, bidirectional: bool):
-    """Gradients (dk, dv in k's dtype; dw, du [C] fp32) of sum(gy * y). See csrc/wkv/wkv_math.h."""
-    kf, vf, gf, yf = k.float(), v.float(), gy.float(), y.float()
+    """Gradients (dk, dv in k's dtype; dw, du [C] in the accumulation dtype) of sum(gy * y)."""
+    acc = w.dtype
+    kf, vf, gf, yf = k.to(acc), v.to(acc), gy.to(acc), y.to(acc)
     B, T, C = kf.shape
     dk = kf.new_zeros(B, T, C)
     dv = kf.new_zeros(B, T, C)

@@ -1,0 +1,145 @@
+"""WKV operator benchmark: forward and forward+backward time per backend, and bandwidth against a memory copy.
+
+    python benchmarks/bench_wkv.py [--device cpu|cuda] [--repeats N] [--out benchmarks/results/wkv.json]
+
+For T in {196, 1024, 4096, 16384}, C in {192, 384}, B = 4, fp32: median time of repeats after a warm-up, for the
+compiled backend ("cpp" on CPU, "cuda" on GPU) and the pure-PyTorch path. Bandwidth counts the bytes the forward
+must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares them with torch's tensor copy
+(read + write) of a buffer of the same size on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from rwkv_vision.ops import wkv as W
+
+
+def timer(device: str):
+    if device == "cuda":
+        def run(fn, repeats):
+            times = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            return statistics.median(times)
+    else:
+        def run(fn, repeats):
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+    return run
+
+
+def copy_bandwidth(nbytes: int, device: str, repeats: int) -> float:
+    """Bytes per second of ``dst.copy_(src)`` (read + write counted) for a buffer of ``nbytes``."""
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    run = timer(device)
+    dst.copy_(src)
+    seconds = run(lambda: dst.copy_(src), repeats)
+    return 2 * nbytes / seconds
+
+
+def bench_point(namespace: str, B: int, T: int, C: int, device: str, repeats: int) -> dict:
+    forward, _ = W._OPS[namespace]
+    gen = torch.Generator().manual_seed(0)
+    k = torch.randn(B, T, C, generator=gen).to(device)
+    v = torch.randn(B, T, C, generator=gen).to(device)
+    w = (torch.randn(C, generator=gen) * 5 / T).to(device)
+    u = (torch.randn(C, generator=gen) / T).to(device)
+    kg, vg, wg, ug = (t.clone().requires_grad_() for t in (k, v, w, u))
+    gy = torch.randn_like(k)
+
+    def fwd():
+        with torch.no_grad():
+            forward(k, v, w, u, True, False)
+
+    def fwd_bwd():
+        y, _ = forward(kg, vg, wg, ug, True, True)
+        torch.autograd.grad(y, (kg, vg, wg, ug), gy)
+
+    run = timer(device)
+    fwd(), fwd_bwd()  # warm-up
+    t_fwd = run(fwd, repeats)
+    t_fb = run(fwd_bwd, repeats)
+    return {"B": B, "T": T, "C": C, "forward_ms": t_fwd * 1e3, "forward_backward_ms": t_fb * 1e3,
+            "forward_GBps": 3 * B * T * C * 4 / t_fwd / 1e9}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--torch-repeats", type=int, default=1, help="repeats for the slow PyTorch path")
+    parser.add_argument("--T", type=int, nargs="+", default=[196, 1024, 4096, 16384])
+    parser.add_argument("--C", type=int, nargs="+", default=[192, 384])
+    parser.add_argument("--B", type=int, default=4)
+    parser.add_argument("--torch-max-T", type=int, default=4096, help="skip the PyTorch path above this T")
+    parser.add_argument("--out", default="benchmarks/results/wkv.json")
+    args = parser.parse_args(argv)
+
+    compiled = W._namespace_for(args.device)
+    backends = {W._extension.resolve(args.device): compiled}
+    backends.setdefault("torch", "rwkv_vision_torch")
+    rows = []
+    for name, namespace in backends.items():
+        for C in args.C:
+            for T in args.T:
+                if name == "torch" and T > args.torch_max_T:
+                    continue
+                repeats = args.torch_repeats if name == "torch" else args.repeats
+                row = {"backend": name, **bench_point(namespace, args.B, T, C, args.device, repeats)}
+                rows.append(row)
+                print(f"{name:>6} B={row['B']} T={T:>5} C={C}: forward {row['forward_ms']:9.2f} ms   "
+                      f"forward+backward {row['forward_backward_ms']:9.2f} ms   forward {row['forward_GBps']:.2f} GB/s",
+                      flush=True)
+    copy_bytes = 3 * args.B * max(args.T) * 192 * 4
+    copy_bw = copy_bandwidth(copy_bytes, args.device, max(args.repeats, 5))
+    print(f"copy bandwidth ({copy_bytes / 1e6:.0f} MB buffer): {copy_bw / 1e9:.2f} GB/s")
+
+    def find(backend, T, C):
+        return next((r for r in rows if r["backend"] == backend and r["T"] == T and r["C"] == C), None)
+
+    summary = {}
+    main_backend = next(iter(backends))
+    if main_backend != "torch":
+        fast, slow = find(main_backend, 4096, 192), find("torch", 4096, 192)
+        if fast and slow:
+            summary["speedup_vs_torch_fwd_bwd_T4096_C192"] = slow["forward_backward_ms"] / fast["forward_backward_ms"]
+        a, b = find(main_backend, 4096, 192), find(main_backend, 16384, 192)
+        if a and b:
+            summary["time_ratio_T16384_over_T4096_fwd_bwd"] = b["forward_backward_ms"] / a["forward_backward_ms"]
+            summary["time_ratio_T16384_over_T4096_fwd"] = b["forward_ms"] / a["forward_ms"]
+            summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
+    for key, value in summary.items():
+        print(f"{key}: {value:.2f}")
+    result = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads":
+                    torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
+                    "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
+        "copy_bandwidth_GBps": copy_bw / 1e9, "rows": rows, "summary": summary,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

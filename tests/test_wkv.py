@@ -1,0 +1,253 @@
+"""The WKV operator against the dense float64 oracle, for the compiled and the pure-PyTorch backends."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rwkv_vision.ops import _extension, bi_wkv, causal_wkv, wkv_backend
+from wkv_oracle import dense_wkv
+
+OPS = {"bi": (bi_wkv, True), "causal": (causal_wkv, False)}
+
+
+def _compiled_available() -> bool:
+    return _extension.load_extension().loaded
+
+
+@pytest.fixture(params=["cpp", "torch"])
+def backend(request, monkeypatch):
+    if request.param == "cpp" and not _compiled_available():
+        if os.environ.get("RWKV_VISION_REQUIRE_EXT") == "1":
+            pytest.fail(f"compiled WKV extension required but {_extension.STATUS.reason}")
+        pytest.skip(_extension.STATUS.reason)
+    monkeypatch.setenv("RWKV_VISION_WKV_BACKEND", request.param)
+    assert wkv_backend("cpu") == request.param
+    return request.param
+
+
+def _inputs(B, T, C, dtype=torch.float32, k_scale=1.0, w_scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    k = (torch.randn(B, T, C, generator=g) * k_scale).to(dtype).requires_grad_()
+    v = torch.randn(B, T, C, generator=g).to(dtype).requires_grad_()
+    w = (torch.randn(C, generator=g) * w_scale).requires_grad_()
+    u = torch.randn(C, generator=g).requires_grad_()
+    return k, v, w, u
+
+
+def _grads(fn, k, v, w, u, gy):
+    y = fn(k, v, w, u)
+    return (y, *torch.autograd.grad((y.float() * gy).sum(), (k, v, w, u)))
+
+
+def _close(a, b, rtol):
+    """Max abs error relative to the reference's largest magnitude (sums over T make elementwise rtol fragile)."""
+    scale = b.abs().max().item() or 1.0
+    err = (a.double() - b.double()).abs().max().item()
+    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} * {scale:.3g}"
+
+
+@pytest.mark.parametrize("kind", ["bi", "causal"])
+@pytest.mark.parametrize("T", [1, 2, 7, 196, 1024])
+def test_matches_oracle(backend, kind, T):
+    fn, bidirectional = OPS[kind]
+    B, C = 3, 37  # odd C, B*C = 111 not a multiple of 32
+    # Decay w/T as Vision-RWKV passes it for long sequences; w ~ N(0, 1) for short ones.
+    k, v, w, u = _inputs(B, T, C, w_scale=1.0 if T <= 7 else 8.0 / T)
+    gy = torch.randn(B, T, C, generator=torch.Generator().manual_seed(1))
+    ours = _grads(fn, k, v, w, u, gy)
+    ref = _grads(lambda *a: dense_wkv(*a, bidirectional), k, v, w, u, gy)
+    for name, a, b in zip(("y", "dk", "dv", "dw", "du"), ours, ref):
+        if name == "dw" and T == 1:
+            assert a.abs().max() == 0  # the decay never enters with a single token
+            continue
+        # fp32 running sums over T tokens: the error grows with T (about 1e-4 of the largest gradient at T = 1024)
+        _close(a, b, rtol=1e-5 if name == "y" else 2e-4 if name != "dw" else 1e-3)
+
+
+@pytest.mark.parametrize("kind", ["bi", "causal"])
+def test_gradcheck_float64(backend, kind):
+    fn, _ = OPS[kind]
+    k, v, w, u = (t.detach().double().requires_grad_() for t in _inputs(2, 9, 5))
+    assert torch.autograd.gradcheck(fn, (k, v, w, u))
+
+
+@pytest.mark.parametrize("kind", ["bi", "causal"])
+def test_extreme_values_stay_finite(backend, kind):
+    fn, bidirectional = OPS[kind]
+    T = 16384 if backend == "cpp" else 2048  # the Python scan path is slow; the math is the same
+    g = torch.Generator().manual_seed(2)
+    C = 6
+    k = ((torch.rand(1, T, C, generator=g) * 2 - 1) * 60).requires_grad_()
+    v = torch.randn(1, T, C, generator=g).requires_grad_()
+    w = torch.tensor([-50.0, 50.0, -50.0, 50.0, 0.0, -1e-3], requires_grad=True)
+    u = torch.tensor([50.0, -50.0, -50.0, 50.0, 0.0, 20.0], requires_grad=True)
+    y = fn(k, v, w, u)
+    y.sum().backward()
+    for t in (y, k.grad, v.grad, w.grad, u.grad):
+        assert torch.isfinite(t).all()
+    # Each output is a convex combination of the values.
+    assert (y <= v.max(1, keepdim=True).values + 1e-4).all() and (y >= v.min(1, keepdim=True).values - 1e-4).all()
+
+
+@pytest.mark.parametrize("kind", ["bi", "causal"])
+def test_extreme_values_match_oracle(backend, kind):
+    fn, bidirectional = OPS[kind]
+    g = torch.Generator().manual_seed(3)
+    T, C = 40, 4
+    k = (torch.rand(2, T, C, generator=g) * 2 - 1) * 60
+    v = torch.randn(2, T, C, generator=g)
+    w = torch.tensor([-50.0, 50.0, -3.0, 0.5])
+    u = torch.tensor([50.0, -50.0, 7.0, 0.0])
+    _close(fn(k, v, w, u), dense_wkv(k, v, w, u, bidirectional), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+def test_half_precision_within_tolerance_of_fp32(backend, dtype, rtol):
+    """Half inputs accumulate in fp32: the only error left is the rounding of inputs and outputs."""
+    k, v, w, u = _inputs(2, 196, 24, w_scale=8.0 / 196)
+    gy = torch.randn(2, 196, 24, generator=torch.Generator().manual_seed(1))
+    k16, v16 = (t.detach().to(dtype).requires_grad_() for t in (k, v))
+    k32, v32 = (t.detach().to(dtype).float().requires_grad_() for t in (k, v))  # the same rounded inputs
+    half = _grads(bi_wkv, k16, v16, w, u, gy.to(dtype).float())
+    full = _grads(bi_wkv, k32, v32, w, u, gy.to(dtype).float())
+    assert half[0].dtype == dtype and half[1].dtype == dtype
+    for a, b in zip(half, full):
+        _close(a, b, rtol)
+
+
+def test_non_contiguous_inputs(backend):
+    k, v, w, u = _inputs(2, 30, 11)
+    kt = k.detach().transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+    wide = torch.zeros(2, 30, 22)
+    wide[..., ::2] = v.detach()
+    vt = wide[..., ::2]
+    assert not kt.is_contiguous() and not vt.is_contiguous()
+    _close(bi_wkv(kt, vt, w, u), bi_wkv(k.detach().contiguous(), v.detach().contiguous(), w, u), rtol=0)
+
+
+def test_compiled_and_torch_paths_agree(monkeypatch):
+    if not _compiled_available():
+        pytest.skip(_extension.STATUS.reason)
+    k, v, w, u = _inputs(2, 300, 40, w_scale=0.05)
+    gy = torch.randn(2, 300, 40)
+    monkeypatch.setenv("RWKV_VISION_WKV_BACKEND", "cpp")
+    cpp = _grads(bi_wkv, k, v, w, u, gy)
+    monkeypatch.setenv("RWKV_VISION_WKV_BACKEND", "torch")
+    ref = _grads(bi_wkv, k, v, w, u, gy)
+    oracle = _grads(lambda *a: dense_wkv(*a, True), k, v, w, u, gy)
+    for a, b, c in zip(cpp, ref, oracle):
+        _close(a, b, 1e-5)
+        _close(a, c, 1e-4)
+
+
+def test_opcheck(backend):
+    from rwkv_vision.ops.wkv import _OPS, _namespace_for
+
+    forward, backward = _OPS[_namespace_for("cpu")]
+    k, v, w, u = (t.detach() for t in _inputs(2, 5, 3))
+    torch.library.opcheck(forward, (k, v, w, u, True, False))  # inference: no lse, no autograd
+    k, v = k.requires_grad_(), v.requires_grad_()
+    torch.library.opcheck(forward, (k, v, w, u, True, True))
+    torch.library.opcheck(forward, (k, v, w, u, False, True))
+    y, lse = (t.detach() for t in forward(k, v, w, u, True, True))
+    # No double backward: the backward op takes no gradients itself.
+    torch.library.opcheck(backward, (torch.randn_like(y), k.detach(), v.detach(), w, u, y, lse, True))
+
+
+def test_torch_compile_fullgraph(backend):
+    torch._dynamo.reset()
+    k, v, w, u = _inputs(2, 16, 8)
+
+    def f(k, v, w, u):
+        return (bi_wkv(k, v, w / 16, u / 16).sin() + causal_wkv(k, v, w.exp(), u)).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    grads = torch.autograd.grad(compiled(k, v, w, u), (k, v, w, u))
+    ref = torch.autograd.grad(f(k, v, w, u), (k, v, w, u))
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_export(backend):
+    class M(torch.nn.Module):
+        def forward(self, k, v, w, u):
+            return bi_wkv(k, v, w, u)
+
+    k, v, w, u = (t.detach() for t in _inputs(1, 6, 4))
+    ep = torch.export.export(M(), (k, v, w, u))
+    torch.testing.assert_close(ep.module()(k, v, w, u), bi_wkv(k, v, w, u))
+
+
+def test_clear_errors():
+    k = torch.randn(2, 5, 4)
+    with pytest.raises(ValueError, match=r"\[B, T, C\].*\(2, 5\)"):
+        bi_wkv(k[:, :, 0], k[:, :, 0], torch.zeros(4), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"w and u must have shape \[C\] = \[4\]"):
+        bi_wkv(k, k, torch.zeros(3), torch.zeros(4))
+    with pytest.raises(TypeError, match="dtype"):
+        bi_wkv(k, k.half(), torch.zeros(4), torch.zeros(4))
+
+
+def test_forcing_an_unusable_backend_is_an_error(monkeypatch):
+    monkeypatch.setenv("RWKV_VISION_WKV_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="cannot run on cpu"):
+        bi_wkv(torch.randn(1, 2, 3), torch.randn(1, 2, 3), torch.zeros(3), torch.zeros(3))
+    monkeypatch.setenv("RWKV_VISION_WKV_BACKEND", "fast")
+    with pytest.raises(ValueError, match="not one of"):
+        wkv_backend()
+
+
+def test_backward_without_lse_is_explained():
+    from rwkv_vision.ops.wkv import _OPS
+
+    forward, _ = _OPS["rwkv_vision_torch"]
+    k, v, w, u = _inputs(1, 3, 2)
+    y, _ = forward(k, v, w, u, True, False)
+    with pytest.raises(RuntimeError, match="need_lse"):
+        y.sum().backward()
+
+
+# ---- CUDA ---------------------------------------------------------------------------------------------------------
+
+def _cuda_toolkit():
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return torch.version.cuda is not None and CUDA_HOME is not None and shutil.which("nvcc") is not None
+
+
+@pytest.mark.skipif(not _cuda_toolkit(), reason="needs nvcc and a CUDA build of torch")
+def test_cuda_extension_builds_and_imports(tmp_path):
+    """Builds the CPU+CUDA extension just-in-time and loads it, in a fresh process (one library per process)."""
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", ""))
+    env.setdefault("TORCH_CUDA_ARCH_LIST", "8.0")
+    if not env["TORCH_EXTENSIONS_DIR"]:
+        env.pop("TORCH_EXTENSIONS_DIR")
+    code = (
+        "import torch; from rwkv_vision.ops import _extension as e; p = e.jit_build(with_cuda=True); "
+        "torch.ops.load_library(p); print(torch.ops.rwkv_vision.build_info())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "cpu+cuda"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("kind", ["bi", "causal"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_matches_cpu_kernel(kind, dtype, monkeypatch):
+    fn, _ = OPS[kind]
+    if wkv_backend("cuda") != "cuda":
+        pytest.skip(f"CUDA kernel unavailable: {_extension.STATUS.reason}")
+    for T in (1, 7, 196, 1025):
+        k, v, w, u = _inputs(3, T, 37, dtype=dtype, w_scale=1.0 if T < 10 else 8.0 / T)
+        gy = torch.randn(3, T, 37)
+        cpu = _grads(fn, k, v, w, u, gy)
+        kc, vc, wc, uc = (t.detach().cuda().requires_grad_() for t in (k, v, w, u))
+        gpu = _grads(fn, kc, vc, wc, uc, gy.cuda())
+        for a, b in zip(gpu, cpu):
+            _close(a.cpu(), b, 1e-5 if dtype == torch.float32 else 1e-2)
