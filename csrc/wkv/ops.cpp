@@ -60,7 +60,9 @@ std::tuple<at::Tensor, at::Tensor> wkv_forward(const at::Tensor& k_in, const at:
   const auto k = k_in.contiguous(), v = v_in.contiguous(), w = w_in.contiguous(), u = u_in.contiguous();
   const auto acc = k.options().dtype(acc_dtype(k.scalar_type()));
   auto y = at::empty(k.sizes(), acc);
-  auto lse = at::empty(k.sizes(), acc);
+  // The CUDA kernel also uses lse as scratch between its two scans; the CPU kernel keeps that scratch in cache.
+  const bool lse_buffer = need_lse || (k.is_cuda() && bidirectional);
+  auto lse = at::empty(lse_buffer ? k.sizes() : at::IntArrayRef{0}, acc);
   if (k.numel() > 0) {
 #ifdef WITH_CUDA
     if (k.is_cuda()) {
@@ -73,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> wkv_forward(const at::Tensor& k_in, const at:
 #endif
     {
       TORCH_CHECK(k.is_cpu(), "wkv: this build has no kernel for ", k.device());
-      forward_cpu(k, v, w, u, y, lse, bidirectional);
+      forward_cpu(k, v, w, u, y, lse, bidirectional, need_lse);
     }
   }
   return {y.to(k.scalar_type()), need_lse ? lse : at::empty({0}, acc)};

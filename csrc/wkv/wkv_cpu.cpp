@@ -7,13 +7,12 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "wkv_math.h"
 
 namespace wkv {
 namespace {
-
-constexpr int64_t kBlock = 32;  // channels per work item: a few SIMD registers, and enough items to share out
 
 struct Shape {
   int64_t B, T, C;
@@ -22,17 +21,30 @@ struct Shape {
 template <typename scalar_t>
 using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
-// Calls fn(b, c0, n, base) for every (batch, channel block), spread over the ATen thread pool.
+// Calls fn(b, c0, n, base) for every (batch, channel block), spread over the ATen thread pool. Blocks are as wide
+// as the thread count allows: a work item then streams through whole rows of contiguous memory (narrow blocks
+// would jump a stride of C per token, defeating the hardware prefetcher).
 template <typename Fn>
 void for_each_block(const Shape& s, Fn fn) {
-  const int64_t blocks = (s.C + kBlock - 1) / kBlock;
+  const int64_t per_batch = std::max<int64_t>(1, (2 * at::get_num_threads() + s.B - 1) / s.B);
+  const int64_t block = std::min(s.C, ((s.C + per_batch - 1) / per_batch + 15) / 16 * 16);
+  const int64_t blocks = (s.C + block - 1) / block;
   at::parallel_for(0, s.B * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t b = job / blocks, c0 = (job % blocks) * kBlock;
-      fn(b, c0, std::min(kBlock, s.C - c0), b * s.T * s.C + c0);
+      const int64_t b = job / blocks, c0 = (job % blocks) * block;
+      fn(b, c0, std::min(block, s.C - c0), b * s.T * s.C + c0);
     }
   });
 }
+
+// Per-work-item state: `count` arrays of n values each.
+template <typename F>
+struct Lanes {
+  std::vector<F> data;
+  int64_t n;
+  Lanes(int64_t count, int64_t n_) : data(count * n_), n(n_) {}
+  F* operator[](int64_t i) { return data.data() + i * n; }
+};
 
 template <typename T, typename F>
 void load(const T* src, F* dst, int64_t n) {
@@ -40,50 +52,81 @@ void load(const T* src, F* dst, int64_t n) {
   for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<F>(src[c]);
 }
 
-template <typename scalar_t, typename F = acc_t<scalar_t>>
-void forward(const scalar_t* k, const scalar_t* v, const F* w, const F* u, F* y, F* lse, const Shape s,
-             bool bidirectional) {
+constexpr int64_t kChunk = 64;  // tokens whose future summaries stay in cache between the forward's two scans
+
+// kBi and kLse are template arguments so that no branch is left inside the vectorised channel loops.
+// Bidirectional forward in three scans without a [B, T, C] scratch buffer: (A) a reverse scan keeps only the
+// future sum at every chunk boundary; then per chunk, (B) a reverse scan from that boundary summarises the future
+// of each token into a chunk-sized buffer, and (C) a forward scan combines it with the past sum. Memory traffic
+// is two reads of k and v and one write of y; the re-read of a chunk in (C) hits the cache.
+template <bool kBi, bool kLse, typename scalar_t, typename F = acc_t<scalar_t>>
+void forward(const scalar_t* k, const scalar_t* v, const F* w, const F* u, F* y, F* lse, const Shape s) {
   for_each_block(s, [&](int64_t, int64_t c0, int64_t n, int64_t base) {
-    F a1[kBlock], a2[kBlock], o[kBlock], kt[kBlock], vt[kBlock];
+    const int64_t chunks = (s.T + kChunk - 1) / kChunk;
+    Lanes<F> lanes(5, n);
+    F *a1 = lanes[0], *a2 = lanes[1], *o = lanes[2], *kt = lanes[3], *vt = lanes[4];
+    Lanes<F> boundary(kBi ? 3 * chunks : 0, n);  // future sum (a1, a2, o) after each chunk
+    Lanes<F> summary(kBi ? 2 * kChunk : 0, n);   // future mean and log-weight of each token of a chunk
     const F* wc = w + c0;
     const F* uc = u + c0;
-    // Pass 1 (bidirectional only), t = T-1 .. 0: the future sum at t, summarised into y and lse.
-    if (bidirectional) {
-      std::fill_n(a1, n, F(0)), std::fill_n(a2, n, F(0)), std::fill_n(o, n, F(kEmpty));
-      for (int64_t t = s.T - 1; t >= 0; --t) {
-        const int64_t off = base + t * s.C;
-        load(k + off, kt, n), load(v + off, vt, n);
-#pragma omp simd
-        for (int64_t c = 0; c < n; ++c) {
-          summarize(a1[c], a2[c], o[c], y[off + c], lse[off + c]);
-          push(a1[c], a2[c], o[c], wc[c], kt[c], vt[c], F(1));
-        }
-      }
-    }
-    // Pass 2, t = 0 .. T-1: past sum + future summary + the token itself.
-    std::fill_n(a1, n, F(0)), std::fill_n(a2, n, F(0)), std::fill_n(o, n, F(kEmpty));
-    for (int64_t t = 0; t < s.T; ++t) {
+    auto reset = [&] { std::fill_n(a1, n, F(0)), std::fill_n(a2, n, F(0)), std::fill_n(o, n, F(kEmpty)); };
+    auto scan = [&](int64_t t) {  // load token t and push it into (a1, a2, o)
       const int64_t off = base + t * s.C;
       load(k + off, kt, n), load(v + off, vt, n);
 #pragma omp simd
-      for (int64_t c = 0; c < n; ++c) {
-        const F fmean = bidirectional ? y[off + c] : F(0);
-        const F flog = bidirectional ? lse[off + c] : F(kEmpty);
-        y[off + c] = combine(a1[c], a2[c], o[c], fmean, flog, uc[c], kt[c], vt[c], lse[off + c]);
-        push(a1[c], a2[c], o[c], wc[c], kt[c], vt[c], F(1));
+      for (int64_t c = 0; c < n; ++c) push(a1[c], a2[c], o[c], wc[c], kt[c], vt[c], F(1));
+    };
+    if constexpr (kBi) {  // (A)
+      reset();
+      for (int64_t j = chunks - 1; j >= 0; --j) {
+        std::copy_n(a1, n, boundary[3 * j]), std::copy_n(a2, n, boundary[3 * j + 1]);
+        std::copy_n(o, n, boundary[3 * j + 2]);
+        for (int64_t t = std::min(s.T, (j + 1) * kChunk) - 1; t >= j * kChunk; --t) scan(t);
+      }
+    }
+    Lanes<F> past(3, n);
+    F *p1 = past[0], *p2 = past[1], *po = past[2];
+    std::fill_n(p1, n, F(0)), std::fill_n(p2, n, F(0)), std::fill_n(po, n, F(kEmpty));
+    for (int64_t j = 0; j < chunks; ++j) {
+      const int64_t t0 = j * kChunk, t1 = std::min(s.T, t0 + kChunk);
+      if constexpr (kBi) {  // (B)
+        std::copy_n(boundary[3 * j], n, a1), std::copy_n(boundary[3 * j + 1], n, a2);
+        std::copy_n(boundary[3 * j + 2], n, o);
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+          F *mean = summary[2 * (t - t0)], *logw = summary[2 * (t - t0) + 1];
+#pragma omp simd
+          for (int64_t c = 0; c < n; ++c) summarize(a1[c], a2[c], o[c], mean[c], logw[c]);
+          scan(t);
+        }
+      }
+      for (int64_t t = t0; t < t1; ++t) {  // (C)
+        const int64_t off = base + t * s.C;
+        load(k + off, kt, n), load(v + off, vt, n);
+        const F* mean = kBi ? summary[2 * (t - t0)] : nullptr;
+        const F* logw = kBi ? summary[2 * (t - t0) + 1] : nullptr;
+        F* lt = kLse ? lse + off : nullptr;
+        F unused;
+#pragma omp simd
+        for (int64_t c = 0; c < n; ++c) {
+          F fmean = 0, flog = kEmpty;
+          if constexpr (kBi) fmean = mean[c], flog = logw[c];
+          y[off + c] = combine<kLse>(p1[c], p2[c], po[c], fmean, flog, uc[c], kt[c], vt[c], kLse ? lt[c] : unused);
+          push(p1[c], p2[c], po[c], wc[c], kt[c], vt[c], F(1));
+        }
       }
     }
   });
 }
 
-template <typename scalar_t, typename F = acc_t<scalar_t>>
+template <bool kBi, typename scalar_t, typename F = acc_t<scalar_t>>
 void backward(const scalar_t* gy, const scalar_t* k, const scalar_t* v, const F* w, const F* u, const scalar_t* y,
-              const F* lse, F* dk, F* dv, F* dw, F* du, const Shape s, bool bidirectional) {
+              const F* lse, F* dk, F* dv, F* dw, F* du, const Shape s) {
   for_each_block(s, [&](int64_t b, int64_t c0, int64_t n, int64_t base) {
     // kv-scan (a, q, o): sums over keys, for dw; g-scan (g, og): sums over outputs, for dk and dv.
-    F a1[kBlock], a2[kBlock], q1[kBlock], q2[kBlock], o[kBlock];
-    F g1[kBlock], g2[kBlock], og[kBlock], dw_acc[kBlock], du_acc[kBlock];
-    F kt[kBlock], vt[kBlock], gt[kBlock], yt[kBlock];
+    Lanes<F> lanes(14, n);
+    F *a1 = lanes[0], *a2 = lanes[1], *q1 = lanes[2], *q2 = lanes[3], *o = lanes[4];
+    F *g1 = lanes[5], *g2 = lanes[6], *og = lanes[7], *dw_acc = lanes[8], *du_acc = lanes[9];
+    F *kt = lanes[10], *vt = lanes[11], *gt = lanes[12], *yt = lanes[13];
     const F* wc = w + c0;
     const F* uc = u + c0;
     auto reset = [&] {
@@ -99,7 +142,7 @@ void backward(const scalar_t* gy, const scalar_t* k, const scalar_t* v, const F*
       const F* lt = lse + off;
 #pragma omp simd
       for (int64_t c = 0; c < n; ++c) {
-        if (bidirectional) {
+        if constexpr (kBi) {
           dw_acc[c] += dw_term(q1[c], q2[c], o[c], lt[c], gt[c], yt[c]);
           push_moments(a1[c], a2[c], q1[c], q2[c], o[c], wc[c], kt[c], vt[c], F(1));
         }
@@ -122,7 +165,7 @@ void backward(const scalar_t* gy, const scalar_t* k, const scalar_t* v, const F*
         push_moments(a1[c], a2[c], q1[c], q2[c], o[c], wc[c], kt[c], vt[c], F(1));
         const F sg = wexp(uc[c] + kt[c] - lt[c]) * gt[c];
         F dvt = dv[off + c] + sg, gyt = dk[off + c] + sg * yt[c];
-        if (bidirectional) {
+        if constexpr (kBi) {
           gather(g1[c], g2[c], og[c], kt[c], dvt, gyt);
           push(g1[c], g2[c], og[c], wc[c], -lt[c], gt[c], gt[c] * yt[c]);
         }
@@ -139,12 +182,14 @@ void backward(const scalar_t* gy, const scalar_t* k, const scalar_t* v, const F*
 }  // namespace
 
 void forward_cpu(const at::Tensor& k, const at::Tensor& v, const at::Tensor& w, const at::Tensor& u, at::Tensor& y,
-                 at::Tensor& lse, bool bidirectional) {
+                 at::Tensor& lse, bool bidirectional, bool need_lse) {
   const Shape s{k.size(0), k.size(1), k.size(2)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, k.scalar_type(), "wkv_forward_cpu", [&] {
     using F = acc_t<scalar_t>;
-    forward(k.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(), w.const_data_ptr<F>(),
-            u.const_data_ptr<F>(), y.data_ptr<F>(), lse.data_ptr<F>(), s, bidirectional);
+    auto run = bidirectional ? (need_lse ? forward<true, true, scalar_t> : forward<true, false, scalar_t>)
+                             : (need_lse ? forward<false, true, scalar_t> : forward<false, false, scalar_t>);
+    run(k.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(), w.const_data_ptr<F>(), u.const_data_ptr<F>(),
+        y.data_ptr<F>(), lse.data_ptr<F>(), s);
   });
 }
 
@@ -154,9 +199,10 @@ void backward_cpu(const at::Tensor& gy, const at::Tensor& k, const at::Tensor& v
   const Shape s{k.size(0), k.size(1), k.size(2)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, k.scalar_type(), "wkv_backward_cpu", [&] {
     using F = acc_t<scalar_t>;
-    backward(gy.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
-             w.const_data_ptr<F>(), u.const_data_ptr<F>(), y.const_data_ptr<scalar_t>(), lse.const_data_ptr<F>(),
-             dk.data_ptr<F>(), dv.data_ptr<F>(), dw.data_ptr<F>(), du.data_ptr<F>(), s, bidirectional);
+    auto run = bidirectional ? backward<true, scalar_t> : backward<false, scalar_t>;
+    run(gy.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+        w.const_data_ptr<F>(), u.const_data_ptr<F>(), y.const_data_ptr<scalar_t>(), lse.const_data_ptr<F>(),
+        dk.data_ptr<F>(), dv.data_ptr<F>(), dw.data_ptr<F>(), du.data_ptr<F>(), s);
   });
 }
 

@@ -42,7 +42,7 @@ __global__ void forward_kernel(const T* __restrict__ k, const T* __restrict__ v,
     const int64_t i = base + t * C;
     const F kt = to_acc(k[i]), vt = to_acc(v[i]);
     const F fmean = bidirectional ? y[i] : F(0), flog = bidirectional ? lse[i] : kEmpty;
-    y[i] = combine(a1, a2, o, fmean, flog, uc, kt, vt, lse[i]);
+    y[i] = combine<true>(a1, a2, o, fmean, flog, uc, kt, vt, lse[i]);
     push(a1, a2, o, wc, kt, vt, F(1));
   }
 }

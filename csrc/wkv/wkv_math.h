@@ -41,29 +41,38 @@ WKV_HD F wmax(F a, F b) { return a > b ? a : b; }
 // -ffast-math, under which inf is not allowed).
 constexpr float kEmpty = -1e38f;
 
+// One step of a running sum: with decayed = o - w, the new maximum is either decayed or x, so exactly one of the two
+// rescaling factors is e^0 and a single exponential gives the other.
+template <typename F>
+WKV_HD void rescale(F o, F w, F x, F& e_old, F& e_new, F& o_new) {
+  const F decayed = o - w;
+  const F d = x - decayed;
+  const F e = wexp(d > F(0) ? -d : d);
+  const bool x_is_max = d > F(0);
+  e_old = x_is_max ? e : F(1);
+  e_new = x_is_max ? F(1) : e;
+  o_new = x_is_max ? x : decayed;
+}
+
 // S <- e^{-w} S + e^{x} (v1, v2), where S = e^o (a1, a2).
 template <typename F>
 WKV_HD void push(F& a1, F& a2, F& o, F w, F x, F v1, F v2) {
-  const F decayed = o - w;
-  const F on = wmax(decayed, x);
-  const F e1 = wexp(decayed - on), e2 = wexp(x - on);
+  F e1, e2;
+  rescale(o, w, x, e1, e2, o);
   a1 = a1 * e1 + e2 * v1;
   a2 = a2 * e1 + e2 * v2;
-  o = on;
 }
 
 // push(), also carrying the distance moments Q = e^o (q1, q2): Q <- e^{-w} (Q + S) before the token enters
 // (the new token is at distance 0 from the next position).
 template <typename F>
 WKV_HD void push_moments(F& a1, F& a2, F& q1, F& q2, F& o, F w, F x, F v1, F v2) {
-  const F decayed = o - w;
-  const F on = wmax(decayed, x);
-  const F e1 = wexp(decayed - on), e2 = wexp(x - on);
+  F e1, e2;
+  rescale(o, w, x, e1, e2, o);
   q1 = (q1 + a1) * e1;
   q2 = (q2 + a2) * e1;
   a1 = a1 * e1 + e2 * v1;
   a2 = a2 * e1 + e2 * v2;
-  o = on;
 }
 
 // The future sum at t, stored between the two forward passes as the weighted mean of v and the log of the
@@ -76,14 +85,14 @@ WKV_HD void summarize(F a1, F a2, F o, F& mean, F& log_weight) {
 }
 
 // y_t from the past sum e^o (a1, a2), the future summary (fmean, flog) and the token's own term e^{u+k} v.
-// Also returns lse_t = log D_t, which the backward pass needs.
-template <typename F>
+// With kLse, also lse_t = log D_t, which the backward pass needs (inference skips the log).
+template <bool kLse, typename F>
 WKV_HD F combine(F a1, F a2, F o, F fmean, F flog, F u, F k, F v, F& lse) {
   const F x = u + k;
   const F m = wmax(wmax(o, flog), x);
   const F ep = wexp(o - m), ef = wexp(flog - m), ec = wexp(x - m);
   const F den = a2 * ep + ef + ec;  // >= 1: the largest of the three terms is e^0 times a sum >= 1
-  lse = m + wlog(den);
+  if constexpr (kLse) lse = m + wlog(den);
   return (a1 * ep + fmean * ef + v * ec) / den;
 }
 

@@ -75,6 +75,20 @@ def _jit_name(with_cuda: bool) -> tuple[str, list[str], dict]:
     return name, sources, kwargs
 
 
+def cuda_home() -> str | None:
+    """The CUDA toolkit root: $CUDA_HOME / $CUDA_PATH, else the first /usr/local/cuda* holding bin/nvcc.
+
+    (torch guesses the parent of the ``nvcc`` on PATH, which is wrong when that ``nvcc`` is a wrapper script.)
+    """
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    for root in ["/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"), reverse=True)]:
+        if os.path.isfile(os.path.join(root, "bin", "nvcc")):
+            return root
+    return None
+
+
 def jit_build(with_cuda: bool, timeout: float | None = None) -> str:
     """Build the extension into the torch extensions cache (if not built yet) and return the library path.
 
@@ -111,10 +125,15 @@ def jit_build(with_cuda: bool, timeout: float | None = None) -> str:
     )
     args = json.dumps({"name": name, "sources": sources, "dir": str(build_dir), "cflags": kwargs["extra_cflags"],
                        "cuda_cflags": kwargs["extra_cuda_cflags"]})
+    env = dict(os.environ)
+    if with_cuda:
+        if cuda_home() is None:
+            raise RuntimeError("no CUDA toolkit found (set CUDA_HOME to the folder above bin/nvcc)")
+        env["CUDA_HOME"] = cuda_home()
     with open(log, "w") as out:
         try:
             proc = subprocess.run([sys.executable, "-c", script, args], stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=timeout)
+                                  timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             lock.unlink(missing_ok=True)
             raise RuntimeError(f"building the WKV extension took over {timeout:.0f} s (log: {log})") from None

@@ -18,19 +18,25 @@ def _empty(ref: torch.Tensor, n: int):
     return zeros, ref.new_full((B, C), EMPTY)
 
 
+def _rescale(o, w, x):
+    """The new maximum exponent is o - w or x, so one exponential gives both rescaling factors."""
+    decayed = o - w
+    d = x - decayed
+    e = torch.exp(-d.abs())
+    x_is_max = d > 0
+    one = torch.ones_like(e)
+    return torch.where(x_is_max, e, one), torch.where(x_is_max, one, e), torch.where(x_is_max, x, decayed)
+
+
 def _push(sums, o, w, x, values):
     """S <- e^{-w} S + e^{x} values, with S = e^o * sums (the max trick). Returns (new sums, new o)."""
-    od = o - w
-    on = torch.maximum(od, x)
-    e1, e2 = torch.exp(od - on), torch.exp(x - on)
+    e1, e2, on = _rescale(o, w, x)
     return [s * e1 + e2 * val for s, val in zip(sums, values)], on
 
 
 def _push_moments(sums, moments, o, w, x, values):
     """Like _push, also carrying the distance-weighted sums Q <- e^{-w} (Q + S) that dw needs."""
-    od = o - w
-    on = torch.maximum(od, x)
-    e1, e2 = torch.exp(od - on), torch.exp(x - on)
+    e1, e2, on = _rescale(o, w, x)
     moments = [(q + s) * e1 for q, s in zip(moments, sums)]
     return [s * e1 + e2 * val for s, val in zip(sums, values)], moments, on
 
