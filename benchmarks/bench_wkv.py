@@ -1,11 +1,12 @@
-"""WKV operator benchmark: forward and forward+backward time per backend, and bandwidth against a memory copy.
+"""WKV operator benchmark: time per backend, bandwidth against a memory copy, and WKV's share of an RWKV block.
 
     python benchmarks/bench_wkv.py [--device cpu|cuda] [--repeats N] [--out benchmarks/results/wkv.json]
 
 For T in {196, 1024, 4096, 16384}, C in {192, 384}, B = 4, fp32: median time of repeats after a warm-up, for the
 compiled backend ("cpp" on CPU, "cuda" on GPU) and the pure-PyTorch path. Bandwidth counts the bytes the forward
 must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares them with torch's tensor copy
-(read + write) of a buffer of the same size on the same machine.
+(read + write) of a buffer of the same size on the same machine. Last, torch.profiler splits the forward time of
+one RWKVViT-T block (C = 192) at each image resolution into the WKV op and the rest.
 """
 
 from __future__ import annotations
@@ -81,6 +82,39 @@ def bench_point(namespace: str, B: int, T: int, C: int, device: str, repeats: in
             "forward_GBps": 3 * B * T * C * 4 / t_fwd / 1e9}
 
 
+def block_share(res_list, C: int, batch: int, device: str, repeats: int) -> list[dict]:
+    """Share of one RWKV block's forward time spent in the WKV op (torch.profiler), at each image resolution.
+
+    The block is RWKVViT-T's (C = 192, patch 16): T = (res / 16)^2 tokens. Inference, fp32.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from rwkv_vision.layers import RWKVBlock
+
+    block = RWKVBlock(C, layer_id=1, depth=12).to(device).eval()
+    rows = []
+    for res in res_list:
+        hw = (res // 16, res // 16)
+        x = torch.randn(batch, hw[0] * hw[1], C, device=device)
+        with torch.inference_mode():
+            block(x, hw)
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+            with profile(activities=acts) as prof:
+                for _ in range(repeats):
+                    block(x, hw)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+        events = prof.key_averages()
+        attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+        total = sum(getattr(e, attr) for e in events)
+        wkv = sum(getattr(e, attr) for e in events if "wkv_forward" in e.key)
+        rows.append({"res": res, "tokens": hw[0] * hw[1], "batch": batch, "block_ms": total / repeats / 1e3,
+                     "wkv_ms": wkv / repeats / 1e3, "wkv_share": wkv / total})
+        print(f"block at {res:>5} px (T={hw[0] * hw[1]:>5}, B={batch}): {total / repeats / 1e3:9.2f} ms, "
+              f"WKV {wkv / repeats / 1e3:8.2f} ms = {100 * wkv / total:5.1f} %", flush=True)
+    return rows
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -90,6 +124,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--C", type=int, nargs="+", default=[192, 384])
     parser.add_argument("--B", type=int, default=4)
     parser.add_argument("--torch-max-T", type=int, default=4096, help="skip the PyTorch path above this T")
+    parser.add_argument("--block-res", type=int, nargs="*", default=[224, 384, 512, 768, 1024, 1536],
+                        help="resolutions for the WKV share of an RWKV block (empty: skip)")
     parser.add_argument("--out", default="benchmarks/results/wkv.json")
     args = parser.parse_args(argv)
 
@@ -126,13 +162,16 @@ def main(argv=None) -> dict:
             summary["time_ratio_T16384_over_T4096_fwd_bwd"] = b["forward_backward_ms"] / a["forward_backward_ms"]
             summary["time_ratio_T16384_over_T4096_fwd"] = b["forward_ms"] / a["forward_ms"]
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
+    blocks = block_share(args.block_res, 192, 1, args.device, args.repeats) if args.block_res else []
+    if blocks:
+        summary["max_wkv_share_of_block"] = max(r["wkv_share"] for r in blocks)
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
     result = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads":
                     torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
                     "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
-        "copy_bandwidth_GBps": copy_bw / 1e9, "rows": rows, "summary": summary,
+        "copy_bandwidth_GBps": copy_bw / 1e9, "rows": rows, "block_share": blocks, "summary": summary,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

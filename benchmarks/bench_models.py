@@ -1,0 +1,195 @@
+"""Model scaling benchmark: RWKVViT-T (Bi-WKV) against the same-size attention RWKVViT and timm's DeiT-Tiny.
+
+    python benchmarks/bench_models.py [--device cpu|cuda] [--res 224 384 512 768 1024 1536] [--batch 1 8]
+                                      [--dtype fp32 bf16] [--train-res 224 512] [--out benchmarks/results/models.json]
+
+Every point (model, resolution, batch, dtype) runs in a fresh subprocess, so that its peak memory is its own:
+inference images/s is the median of timed repeats after a warm-up call; peak memory is the peak resident set size
+(CPU, from /proc/self/status after resetting it) or peak allocated memory (CUDA) during that first call, minus what
+was in use before it (the weights): activations, workspace and, for training, gradients and optimiser state. Training step time
+(forward, backward, AdamW step) is measured the same way at ``--train-res``. Models have random weights.
+Points above ``--budget`` seconds per call are stopped after one timed call (reported with repeats=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+MODELS = ("rwkv_vit_tiny", "rwkv_vit_tiny_attention", "deit_tiny_patch16_224")
+
+
+def build(name: str, res: int) -> torch.nn.Module:
+    if name == "deit_tiny_patch16_224":
+        import timm
+
+        return timm.create_model(name, pretrained=False, img_size=res)
+    from rwkv_vision import create_model
+
+    if name == "rwkv_vit_tiny_attention":
+        return create_model("rwkv_vit_tiny", mixer="attention", img_size=res)
+    return create_model(name, img_size=res)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak(device: str) -> int:
+    """Reset the peak-memory mark and return the bytes in use now."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM (peak resident set) to the current VmRSS
+    return _status_kib("VmRSS") * 1024
+
+
+def _peak_bytes(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return _status_kib("VmHWM") * 1024
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_point(model_name: str, res: int, batch: int, dtype: str, device: str, mode: str, repeats: int,
+              budget: float) -> dict:
+    """One measurement in this process: images/s (inference) or seconds per step (train), and peak memory."""
+    torch.manual_seed(0)
+    model = build(model_name, res).to(device)
+    x = torch.randn(batch, 3, res, res, device=device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    if mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), autocast:
+                model(x)
+    else:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        target = torch.randint(0, 1000, (batch,), device=device)
+
+        def step():
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(model(x), target)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    # Peak memory of the first call, over what was resident before it (weights; the process's allocator caches
+    # would hide the activations of later calls). Timing is over later calls only.
+    base = _reset_peak(device)
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    warm = time.perf_counter() - start
+    peak = _peak_bytes(device) - base
+    times = []
+    for _ in range(1 if warm > budget else repeats):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {"model": model_name, "res": res, "batch": batch, "dtype": dtype, "mode": mode, "repeats": len(times),
+            "seconds": seconds, "images_per_s": batch / seconds,
+            "peak_mem_MiB": peak / 2**20,
+            "params_M": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def spawn(args: argparse.Namespace, model: str, res: int, batch: int, dtype: str, mode: str) -> dict:
+    cmd = [sys.executable, __file__, "--point", model, str(res), str(batch), dtype, mode, "--device", args.device,
+           "--repeats", str(args.repeats), "--budget", str(args.budget)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"model": model, "res": res, "batch": batch, "dtype": dtype, "mode": mode, "error": tail[0]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--res", type=int, nargs="+", default=[224, 384, 512, 768, 1024, 1536])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--train-res", type=int, nargs="*", default=[224, 512])
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds per call above which one call is timed")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per point before it is abandoned")
+    parser.add_argument("--out", default="benchmarks/results/models.json")
+    parser.add_argument("--point", nargs=5, metavar=("MODEL", "RES", "BATCH", "DTYPE", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.point:
+        model, res, batch, dtype, mode = args.point
+        print(json.dumps(run_point(model, int(res), int(batch), dtype, args.device, mode, args.repeats, args.budget)))
+        return {}
+
+    rows = []
+
+    def record(row):
+        rows.append(row)
+        if "error" in row:
+            print(f"{row['model']:>24} {row['mode']:>5} {row['res']:>5}px b{row['batch']} {row['dtype']}: "
+                  f"FAILED {row['error']}", flush=True)
+        else:
+            print(f"{row['model']:>24} {row['mode']:>5} {row['res']:>5}px b{row['batch']} {row['dtype']}: "
+                  f"{row['images_per_s']:9.2f} img/s  {row['seconds'] * 1e3:9.1f} ms  "
+                  f"peak {row['peak_mem_MiB']:8.1f} MiB  (x{row['repeats']})", flush=True)
+
+    for res in args.res:
+        for batch in args.batch:
+            for dtype in args.dtype:
+                for model in args.models:
+                    record(spawn(args, model, res, batch, dtype, "infer"))
+    for res in args.train_res:
+        for model in args.models:
+            record(spawn(args, model, res, args.train_batch, "fp32", "train"))
+
+    def get(model, res, batch, dtype, mode="infer"):
+        return next((r for r in rows if (r["model"], r["res"], r["batch"], r["dtype"], r["mode"]) ==
+                     (model, res, batch, dtype, mode) and "error" not in r), None)
+
+    summary = {}
+    for batch in args.batch:
+        for dtype in args.dtype:
+            for res in (224, 1024):
+                a, b = get("rwkv_vit_tiny", res, batch, dtype), get("rwkv_vit_tiny_attention", res, batch, dtype)
+                if a and b:
+                    summary[f"speed_rwkv_over_attention_{res}px_b{batch}_{dtype}"] = a["images_per_s"] / b["images_per_s"]
+            a, b = get("rwkv_vit_tiny", 768, batch, dtype), get("rwkv_vit_tiny", 1536, batch, dtype)
+            if a and b:
+                summary[f"peak_mem_ratio_1536_over_768_b{batch}_{dtype}"] = b["peak_mem_MiB"] / a["peak_mem_MiB"]
+    for key, value in summary.items():
+        print(f"{key}: {value:.2f}")
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
+                          "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
+              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "rows": rows, "summary": summary}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
