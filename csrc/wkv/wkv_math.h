@@ -29,10 +29,56 @@
 namespace wkv {
 
 // Accumulation type: float for float, half and bfloat16 inputs; double for double (gradcheck).
-// Exponentials and logs resolve to expf/logf or exp/log by overload.
-WKV_HD float wexp(float x) { return expf(x); }
+// Exponentials and logs resolve to float or double versions by overload.
+//
+// The CPU scans are bound by exp (several per token and channel), and glibc's vector expf is a function call the
+// loop cannot overlap well. Every exponent in these kernels is <= 0 (a ratio to a running maximum, or a softmax
+// weight), so a short inlined exp that vectorises with the loop suffices: Cody-Waite reduction x = n ln2 + r,
+// |r| <= ln2/2, a degree-6 polynomial for e^r (relative error < 2e-7), and 2^n built in the exponent bits.
+// Inputs below -87 (e^-87 ~ 1e-38, the smallest normal float) give 0, so an empty sum's -1e38 exponent gives 0.
+WKV_HD float wexp(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  const float xc = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
+  const float n = floorf(xc * 1.44269504f + 0.5f);
+  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;  // ln2 split in two for an exact n*ln2
+  float p = 1.38888889e-3f;
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  union {
+    int i;
+    float f;
+  } scale;
+  scale.i = (static_cast<int>(n) + 127) << 23;
+  return x < -87.f ? 0.f : p * scale.f;
+#endif
+}
 WKV_HD double wexp(double x) { return exp(x); }
-WKV_HD float wlog(float x) { return logf(x); }
+// log for the x >= 1 this file takes logs of (a weight sum normalised to its largest term): x = m 2^e with
+// m in [sqrt(1/2), sqrt(2)), log m = 2 atanh((m-1)/(m+1)) by its series (absolute error < 1e-7).
+WKV_HD float wlog(float x) {
+#if defined(__CUDA_ARCH__)
+  return logf(x);
+#else
+  union {
+    float f;
+    int i;
+  } bits;
+  bits.f = x;
+  int e = ((bits.i >> 23) & 255) - 127;
+  bits.i = (bits.i & 0x007fffff) | 0x3f800000;  // mantissa in [1, 2)
+  float m = bits.f;
+  if (m > 1.41421356f) m *= 0.5f, e += 1;
+  const float s = (m - 1.f) / (m + 1.f), s2 = s * s;
+  const float series = 1.f + s2 * (0.333333333f + s2 * (0.2f + s2 * (0.142857143f + s2 * 0.111111111f)));
+  return static_cast<float>(e) * 0.693147181f + 2.f * s * series;
+#endif
+}
 WKV_HD double wlog(double x) { return log(x); }
 template <typename F>
 WKV_HD F wmax(F a, F b) { return a > b ? a : b; }

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..convert.poster import convert_poster_checkpoint, log_dropped, read_poster_file
+from ..hub import HubModel
 from ..layers import DropPath, Mlp
 from .backbones.ir50 import IR50
 from .backbones.mobilefacenet import MobileFaceNet
@@ -123,7 +124,7 @@ class ClassificationHead(nn.Module):
         return self.linear(x)
 
 
-class PosterBase(nn.Module):
+class PosterBase(HubModel, pipeline_tag="image-classification", tags=["facial-expression-recognition"]):
     """Two streams, per-scale cross fusion and the 147-token fusion embedding; subclasses add the fusion stage.
 
     Args:

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from ..convert.vision_rwkv import convert_vision_rwkv, is_vision_rwkv_state_dict, unwrap_checkpoint
+from ..hub import HubModel
 from ..layers import AttentionBlock, PatchEmbed, RWKVBlock, grid_size, init_linear, resample_pos_embed
 from ..registry import register_model
 
@@ -39,6 +40,7 @@ def _cfg(**kwargs) -> dict:
         "hf_hub_id": None,            # Hub repository holding the weights (None: no published weights)
         "hf_hub_filename": None,      # file in that repository
         "checkpoint_format": None,    # "vision_rwkv": an official file, converted on load
+        "task": "image-classification",
         "license": None,
         "num_classes": 1000,
         "input_size": (3, 224, 224),
@@ -77,7 +79,7 @@ _POS_CACHE_GRIDS = 8  # resized position tables kept per model (one per run-time
 # Model
 
 
-class RWKVViT(nn.Module):
+class RWKVViT(HubModel, pipeline_tag="image-classification", tags=["image-classification", "vision-rwkv"]):
     """Vision-RWKV classifier: image [B, in_chans, H, W] -> logits [B, num_classes], for any H, W.
 
     Args:

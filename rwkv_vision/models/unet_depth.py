@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..hub import HubModel
 from ..layers import RWKVBlock
 from ..registry import register_model
 from .backbones import mobilenet_v2, resnet18, resnet34, resnet50
@@ -177,7 +178,7 @@ class DepthHead(nn.Module):
         return self.min_depth + (self.max_depth - self.min_depth) * torch.sigmoid(logit)
 
 
-class UNetDepth(nn.Module):
+class UNetDepth(HubModel, pipeline_tag="depth-estimation"):
     """Monocular depth: encoder (5 levels) -> UNet decoder -> bounded depth head.
 
     Args:
