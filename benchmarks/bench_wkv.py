@@ -56,6 +56,13 @@ def copy_bandwidth(nbytes: int, device: str, repeats: int) -> float:
     return 2 * nbytes / seconds
 
 
+def clone_bandwidth(nbytes: int, device: str, repeats: int) -> float:
+    """Bytes per second of ``src.clone()``: a copy into freshly allocated memory, page faults included."""
+    src = torch.randn(nbytes // 4, device=device)
+    src.clone()
+    return 2 * nbytes / timer(device)(lambda: src.clone(), repeats)
+
+
 def bench_point(namespace: str, B: int, T: int, C: int, device: str, repeats: int) -> dict:
     forward, _ = W._OPS[namespace]
     gen = torch.Generator().manual_seed(0)
@@ -146,7 +153,9 @@ def main(argv=None) -> dict:
                       flush=True)
     copy_bytes = 3 * args.B * max(args.T) * 192 * 4
     copy_bw = copy_bandwidth(copy_bytes, args.device, max(args.repeats, 5))
-    print(f"copy bandwidth ({copy_bytes / 1e6:.0f} MB buffer): {copy_bw / 1e9:.2f} GB/s")
+    clone_bw = clone_bandwidth(copy_bytes, args.device, max(args.repeats, 5))
+    print(f"copy bandwidth ({copy_bytes / 1e6:.0f} MB buffer): {copy_bw / 1e9:.2f} GB/s into existing memory, "
+          f"{clone_bw / 1e9:.2f} GB/s into new memory (clone)")
 
     def find(backend, T, C):
         return next((r for r in rows if r["backend"] == backend and r["T"] == T and r["C"] == C), None)
@@ -162,6 +171,7 @@ def main(argv=None) -> dict:
             summary["time_ratio_T16384_over_T4096_fwd_bwd"] = b["forward_backward_ms"] / a["forward_backward_ms"]
             summary["time_ratio_T16384_over_T4096_fwd"] = b["forward_ms"] / a["forward_ms"]
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
+            summary["forward_bandwidth_fraction_of_clone_T16384_C192"] = b["forward_GBps"] * 1e9 / clone_bw
     blocks = block_share(args.block_res, 192, 1, args.device, args.repeats) if args.block_res else []
     if blocks:
         summary["max_wkv_share_of_block"] = max(r["wkv_share"] for r in blocks)
@@ -171,7 +181,7 @@ def main(argv=None) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads":
                     torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
                     "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
-        "copy_bandwidth_GBps": copy_bw / 1e9, "rows": rows, "block_share": blocks, "summary": summary,
+        "copy_bandwidth_GBps": copy_bw / 1e9, "clone_bandwidth_GBps": clone_bw / 1e9, "rows": rows, "block_share": blocks, "summary": summary,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -300,7 +300,10 @@ class RWKVViT(HubModel, pipeline_tag="image-classification", tags=["image-classi
 
 def _create_rwkv_vit(variant: str, model_args: dict, overrides: dict) -> RWKVViT:
     model = RWKVViT(**{**model_args, **overrides})
-    model.pretrained_cfg = {**default_cfgs[variant], "architecture": variant}
+    cfg = {**default_cfgs[variant], "architecture": variant}
+    if "img_size" in overrides or "in_chans" in overrides:  # preprocessing follows the size the model was built for
+        cfg["input_size"] = (model.in_chans, *model.img_size)
+    model.pretrained_cfg = cfg
     return model
 
 

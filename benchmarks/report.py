@@ -1,0 +1,142 @@
+"""Render the benchmark results (benchmarks/results/*.json) into docs/benchmarks.md and PNG plots in docs/img/.
+
+    python benchmarks/report.py
+
+Run the benchmark scripts first (their commands are listed in the generated page); sections whose JSON is missing
+are left out. Every number on the page comes from those files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+IMG = DOCS / "img"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine(d: dict) -> str:
+    m = d.get("machine", {})
+    return (f"Measured on: {m.get('platform', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}, "
+            f"device {m.get('device', '?')}{', ' + m['gpu'] if m.get('gpu') else ''}.")
+
+
+def wkv_section(d: dict) -> str:
+    rows = [[r["backend"], r["T"], r["C"], r["B"], f"{r['forward_ms']:.2f}", f"{r['forward_backward_ms']:.2f}",
+             f"{r['forward_GBps']:.2f}"] for r in d["rows"]]
+    out = ["## The WKV operator", "", "```bash", "python benchmarks/bench_wkv.py", "```", "", machine(d), "",
+           table(["backend", "T", "C", "B", "forward ms", "forward+backward ms", "forward GB/s"], rows), "",
+           f"Memory copy bandwidth on the same machine (`dst.copy_(src)`, read + write counted): "
+           f"{d['copy_bandwidth_GBps']:.2f} GB/s"
+           + (f"; allocating copy (`src.clone()`, what an out-of-place op pays for its output pages): "
+              f"{d['clone_bandwidth_GBps']:.2f} GB/s." if "clone_bandwidth_GBps" in d else "."), ""]
+    if d.get("block_share"):
+        out += ["WKV's share of one RWKVViT-T block's forward time (torch.profiler, batch 1, fp32):", "",
+                table(["resolution", "tokens", "block ms", "WKV ms", "WKV share"],
+                      [[r["res"], r["tokens"], f"{r['block_ms']:.2f}", f"{r['wkv_ms']:.2f}",
+                        f"{100 * r['wkv_share']:.1f} %"] for r in d["block_share"]]), ""]
+    if d.get("summary"):
+        out += ["Summary:", ""] + [f"- `{k}`: {v:.2f}" for k, v in d["summary"].items()] + [""]
+    return "\n".join(out)
+
+
+def models_section(d: dict) -> str:
+    ok = [r for r in d["rows"] if "error" not in r]
+    infer = [r for r in ok if r["mode"] == "infer"]
+    train = [r for r in ok if r["mode"] == "train"]
+    out = ["## RWKV versus attention across resolutions", "", "```bash", f"python benchmarks/{d['command']}",
+           "```", "", machine(d), "", "Inference (images/s, median of repeats; peak activation memory in MiB):", "",
+           table(["model", "resolution", "batch", "dtype", "images/s", "ms / batch", "peak MiB", "repeats"],
+                 [[r["model"], r["res"], r["batch"], r["dtype"], f"{r['images_per_s']:.2f}",
+                   f"{r['seconds'] * 1e3:.1f}", f"{r['peak_mem_MiB']:.0f}", r["repeats"]] for r in infer]), ""]
+    if train:
+        out += ["Training step (forward, backward, AdamW), fp32:", "",
+                table(["model", "resolution", "batch", "ms / step", "peak MiB"],
+                      [[r["model"], r["res"], r["batch"], f"{r['seconds'] * 1e3:.0f}", f"{r['peak_mem_MiB']:.0f}"]
+                       for r in train]), ""]
+    failed = [r for r in d["rows"] if "error" in r]
+    if failed:
+        out += ["Points that did not complete:", ""] + [
+            f"- {r['model']} {r['mode']} {r['res']} px batch {r['batch']} {r['dtype']}: {r['error']}" for r in failed]
+        out.append("")
+    if d.get("summary"):
+        out += ["Summary:", ""] + [f"- `{k}`: {v:.2f}" for k, v in d["summary"].items()] + [""]
+    plot = plot_models(infer)
+    if plot:
+        out += [f"![images/s against resolution]({plot})", ""]
+    return "\n".join(out)
+
+
+def plot_models(rows: list[dict]) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    combos = sorted({(r["batch"], r["dtype"]) for r in rows})
+    fig, axes = plt.subplots(1, len(combos), figsize=(4.5 * len(combos), 3.6), squeeze=False)
+    for ax, (batch, dtype) in zip(axes[0], combos):
+        for model in sorted({r["model"] for r in rows}):
+            pts = sorted((r["res"], r["images_per_s"]) for r in rows
+                         if r["model"] == model and r["batch"] == batch and r["dtype"] == dtype)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=model)
+        ax.set(xscale="log", yscale="log", xlabel="input resolution (px)", ylabel="images / s",
+               title=f"batch {batch}, {dtype}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig.savefig(IMG / "model_scaling.png", dpi=110)
+    plt.close(fig)
+    return "img/model_scaling.png"
+
+
+def poster_section(d: dict) -> str:
+    rows = [[r["model"], f"{r['params_m']:.2f}", f"{r['gmacs_112']:.3f}", f"{r['gmacs_224']:.3f}",
+             f"{r['images_per_s']:.2f}"] for r in d["rows"]]
+    return "\n".join(["## Expression models", "", "```bash", "python benchmarks/bench_poster.py", "```", "",
+                      f"CPU, {d.get('threads')} threads, batch {d['input'][0]}, fp32. {d.get('flops_note', '')}", "",
+                      table(["model", "params (M)", "GMACs at 112", "GMACs at 224", "images/s"], rows), ""])
+
+
+def unet_section(d: dict) -> str:
+    rows = [[r["model"], f"{r['params_m']:.2f}", f"{r['gmacs']:.1f}", f"{r['fps']:.2f}", f"{r['seconds_min']:.3f}"]
+            for r in d["rows"]]
+    return "\n".join(["## Depth models at 480x640", "", "```bash", "python benchmarks/bench_unet_depth.py", "```", "",
+                      f"CPU, {d.get('threads')} threads, batch 1, fp32. {d.get('flops_note', '')}", "",
+                      table(["model", "params (M)", "GMACs", "frames/s (median)", "fastest run (s)"], rows), ""])
+
+
+def main() -> None:
+    parts = ["# Benchmarks", "",
+             "Generated by `python benchmarks/report.py` from the JSON files in `benchmarks/results/`; each section "
+             "names the command that measured it. CPU timings on a shared 2-core machine are noisy: compare ratios "
+             "measured in one run.", ""]
+    for name, render in (("wkv", wkv_section), ("models", models_section), ("poster", poster_section),
+                         ("unet_depth", unet_section)):
+        d = load(name)
+        if d is not None:
+            parts.append(render(d))
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks.md").write_text("\n".join(parts))
+    print(f"wrote {DOCS / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    main()
