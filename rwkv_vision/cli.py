@@ -4,6 +4,7 @@
     rwkv-vision train --config FILE [KEY=VALUE ...] [--resume]
     rwkv-vision evaluate --model DIR_OR_HUB --data NAME [KEY=VALUE ...] | --data CONFIG [OVERRIDE ...]
     rwkv-vision predict --model DIR_OR_HUB IMAGE [IMAGE ...] [--top-k K] [--json] [--output DIR]
+    rwkv-vision benchmark {wkv,models,poster,unet_depth,report} [SCRIPT ARGS ...]   (from a source checkout)
 
 Several processes: ``torchrun --nproc_per_node=N -m rwkv_vision.cli train --config FILE``.
 """
@@ -43,6 +44,24 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = ("wkv", "models", "poster", "unet_depth", "report")
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """Run benchmarks/bench_NAME.py (or report.py) of the source checkout with the remaining arguments."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / (
+        "report.py" if args.name == "report" else f"bench_{args.name}.py")
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: the benchmarks ship with the source checkout, not the wheel")
+    sys.argv = [str(script), *args.script_args]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rwkv-vision", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="predictions", help="depth: folder for the PNG files")
     p.add_argument("--device", default="cpu")
 
+    p = sub.add_parser("benchmark", help="run a benchmark script of the source checkout (benchmarks/)")
+    p.add_argument("name", choices=BENCHMARKS)
+    p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+
     args = parser.parse_args(argv)
     if args.command == "info":
         from . import info
@@ -85,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from .train.config import ConfigError
 
     try:
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "benchmark": _benchmark}
+        return commands[args.command](args)
     except (ConfigError, FileNotFoundError) as exc:  # the user's input: the message says what, no traceback
         parser.exit(2, f"rwkv-vision {args.command}: error: {exc}\n")
 

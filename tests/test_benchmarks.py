@@ -1,0 +1,25 @@
+"""The benchmark scripts run end to end on tiny sizes and write the JSON the docs are rendered from."""
+
+import json
+
+from rwkv_vision.cli import main
+
+
+def test_wkv_benchmark_writes_json(tmp_path):
+    out = tmp_path / "wkv.json"
+    main(["benchmark", "wkv", "--T", "8", "33", "--C", "5", "--B", "1", "--repeats", "1", "--block-res", "32",
+          "--out", str(out)])
+    result = json.loads(out.read_text())
+    backends = {r["backend"] for r in result["rows"]}
+    assert "torch" in backends and len(result["rows"]) == 2 * len(backends)
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in result["rows"])
+    assert result["copy_bandwidth_GBps"] > 0 and 0 < result["block_share"][0]["wkv_share"] < 1
+
+
+def test_model_benchmark_measures_a_point_in_a_subprocess(tmp_path):
+    out = tmp_path / "models.json"
+    main(["benchmark", "models", "--models", "rwkv_vit_tiny", "rwkv_vit_tiny_attention", "--res", "32",
+          "--batch", "1", "--dtype", "fp32", "--train-res", "--repeats", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["rwkv_vit_tiny", "rwkv_vit_tiny_attention"]
+    assert all("error" not in r and r["images_per_s"] > 0 and r["peak_mem_MiB"] >= 0 for r in rows)
