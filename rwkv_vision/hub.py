@@ -383,6 +383,9 @@ class HubModel(nn.Module, PyTorchModelHubMixin, library_name="rwkv-vision", lice
                        + (f" at commit `{loaded_from['revision']}`" if loaded_from.get("revision") else "")
                        + (f", converted from the `{loaded_from['format']}` format"
                           if loaded_from.get("format") != RWKV_VISION_FORMAT else ""))
+            if loaded_from.get("submodule"):
+                weights += (f"; these are the weights of `{loaded_from['submodule']}` only: the rest of the model "
+                            "(e.g. the decoder and head) is freshly initialised, train it before use")
         else:
             weights = "trained or initialised locally (not loaded from a published checkpoint)"
         lines = [f"# {name}", "", _CARD_MARKER, "",
@@ -505,25 +508,48 @@ def _load_named_repo(name: str, entry: Callable[..., nn.Module], repo: str, revi
 
 def _load_foreign(name: str, entry: Callable[..., nn.Module], cfg: dict, overrides: dict[str, Any]) -> nn.Module:
     """Download a foreign-format file, convert it with the model's ``checkpoint_filter_fn`` and load it strictly.
-    The conversion for the entry's default configuration is cached as safetensors next to the download."""
+    The conversion for the entry's default configuration is cached as safetensors next to the download. With
+    ``pretrained_submodule`` (e.g. ``"encoder"``), the file is converted by that submodule's hook and loaded into it
+    alone, strictly; the rest of the model keeps its fresh initialisation (logged, and recorded for the card)."""
     fetch = _Fetcher(cfg["hf_hub_id"], cfg["hf_hub_revision"])
     path = fetch(cfg["hf_hub_filename"])
+    submodule = cfg.get("pretrained_submodule")
+    part = (lambda m: m.get_submodule(submodule)) if submodule else (lambda m: m)
     shape_overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
     with torch.device("meta"):
         reference = entry(**shape_overrides)
         default = entry() if shape_overrides else reference
-    if _shapes(reference) == _shapes(default):
-        state = _cached_conversion(path, name, default)
+    if _shapes(part(reference)) == _shapes(part(default)):
+        state = _cached_conversion(path, name, part(default))
     else:  # e.g. another img_size: the converter resizes the position grid for this model; not cached
-        state = read_state_dict(reference, path)
+        state = read_state_dict(part(reference), path)
     model = entry(**overrides)
-    state, replaced = _replace_head(state, model, _shapes(reference), f"{fetch.label}/{cfg['hf_hub_filename']}")
-    load_state_dict_strict(model, state, path)
-    model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}),
-                            "loaded_from": fetch.provenance(cfg["hf_hub_filename"], cfg["checkpoint_format"])}
+    source = f"{fetch.label}/{cfg['hf_hub_filename']}"
+    loaded_from = fetch.provenance(cfg["hf_hub_filename"], cfg["checkpoint_format"])
+    if submodule:  # the model is derived from the source's weights: it is the base model
+        load_state_dict_strict(part(model), state, f"{path} (loaded into {name}.{submodule})")
+        logger.info("%s: loaded %s into %s only; everything else (%s) keeps its fresh initialisation: train the model "
+                    "before use", name, source, submodule, ", ".join(_outside(model, submodule)) or "nothing")
+        loaded_from["submodule"] = submodule
+        derived, replaced = {"base_model": cfg["hf_hub_id"]}, False
+    else:
+        state, replaced = _replace_head(state, model, _shapes(reference), source)
+        load_state_dict_strict(model, state, path)
+        derived = {}
+    model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), "loaded_from": loaded_from, **derived}
     if replaced:
         _mark_new_head(model, cfg["hf_hub_id"])
     return model.eval()
+
+
+def _outside(model: nn.Module, submodule: str) -> list[str]:
+    """The modules of ``model`` outside ``submodule``, coarsest first: the siblings along its path
+    (``"encoder.blocks"`` -> decoder, head, encoder.stem, ...)."""
+    names, module, prefix = [], model, ""
+    for part in submodule.split("."):
+        names += [prefix + n for n, _ in module.named_children() if n != part]
+        module, prefix = module.get_submodule(part), f"{prefix}{part}."
+    return names
 
 
 def _cached_conversion(path: str, name: str, reference: nn.Module) -> dict[str, torch.Tensor]:

@@ -25,11 +25,14 @@ RWKV_VISION_FORMAT = "rwkv-vision"  # a repository written by save_pretrained: c
 # Fields of a pretrained configuration. An entry with weights sets hf_hub_id, hf_hub_filename and checkpoint_format:
 # RWKV_VISION_FORMAT (our repositories; hf_hub_filename unused) or a foreign format that the model's
 # checkpoint_filter_fn converts on load (e.g. "vision_rwkv": official Vision-RWKV files), cached as safetensors.
+# With pretrained_submodule, a foreign file holds the weights of that submodule only (e.g. an ImageNet encoder of a
+# depth model): its checkpoint_filter_fn converts it and it alone is loaded, strictly; the rest stays initialised.
 PRETRAINED_CFG_DEFAULTS: dict[str, Any] = {
     "hf_hub_id": None,          # Hub repository of the weights (None: no published weights)
     "hf_hub_filename": None,    # file in it, for foreign formats
     "hf_hub_revision": None,    # branch, tag or commit (None: main)
     "checkpoint_format": None,
+    "pretrained_submodule": None,  # e.g. "encoder": the foreign file loads into model.get_submodule(...) only
     "task": None,               # Hub pipeline tag, e.g. "image-classification", "depth-estimation"
     "license": None,            # of the weights
     "num_classes": None,

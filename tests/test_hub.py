@@ -310,7 +310,9 @@ def test_model_card(tmp_path):
 
 
 def test_pretrained_entries_are_the_published_files():
-    assert list_models(pretrained=True) == ["rwkv_vit_base", "rwkv_vit_large", "rwkv_vit_small", "rwkv_vit_tiny"]
+    assert list_models(pretrained=True) == ["rwkv_vit_base", "rwkv_vit_large", "rwkv_vit_small", "rwkv_vit_tiny",
+                                            "unet_depth_mobilenet_v2", "unet_depth_resnet18", "unet_depth_resnet34",
+                                            "unet_depth_resnet50", "unet_depth_rwkv_tiny"]
     assert list_models("rwkv_vit_t*", pretrained=True) == ["rwkv_vit_tiny"]
     cfg = get_pretrained_cfg("rwkv_vit_large")
     assert (cfg["hf_hub_id"], cfg["hf_hub_filename"], cfg["checkpoint_format"]) == \

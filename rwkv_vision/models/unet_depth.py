@@ -9,10 +9,18 @@ Encoders (five feature levels at strides 2, 4, 8, 16, 32):
   ``resnet18``, ``resnet34``, ``resnet50``, ``mobilenet_v2``  timm parameter names, see :mod:`.backbones`
   ``rwkv_tiny``                                               conv stem at 1/2, 1/4, 1/8; Vision-RWKV blocks at 1/16
                                                               and 1/32 (:class:`RWKVHybridEncoder`)
+
+Pretrained encoders (``create_model("unet_depth_resnet18", pretrained=True)``, see ``default_cfgs``): the CNN encoders
+load timm's ImageNet-1k weights from timm's Hub repositories (``timm/resnet18.a1_in1k``, ...;
+:func:`rwkv_vision.convert.timm_to_encoder_state_dict`), the RWKV encoder's blocks load VRWKV-T's
+(``OpenGVLab/Vision-RWKV``). Only that submodule is loaded, strictly; the decoder, the head (and the RWKV encoder's
+convolutional stem and norms) keep their fresh initialisation: train the model on depth data before use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from typing import Callable
 
 import torch
@@ -21,8 +29,9 @@ import torch.nn.functional as F
 
 from ..hub import HubModel
 from ..layers import RWKVBlock
-from ..registry import register_model
+from ..registry import get_pretrained_cfg, register_model
 from .backbones import mobilenet_v2, resnet18, resnet34, resnet50
+from .rwkv_vit import IMAGENET_MEAN, IMAGENET_STD, VISION_RWKV_HUB
 
 
 class ConvBnReLU(nn.Sequential):
@@ -33,6 +42,39 @@ class ConvBnReLU(nn.Sequential):
         self.conv = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
         self.bn = nn.BatchNorm2d(out_chs)
         self.act = nn.ReLU(inplace=True)
+
+
+# Keys of an official VRWKV-T file that have no counterpart in the hybrid encoder's blocks: its patch embedding, position
+# embedding, final norm and classifier (the hybrid encoder has its own conv stem, token embeddings and norms).
+VISION_RWKV_UNUSED_KEYS = ("backbone.patch_embed.projection.weight", "backbone.patch_embed.projection.bias",
+                           "backbone.pos_embed", "backbone.ln1.weight", "backbone.ln1.bias",
+                           "head.fc.weight", "head.fc.bias")
+_VISION_RWKV_BLOCKS = "backbone.layers."
+
+
+class VisionRWKVBlocks(nn.ModuleList):
+    """The hybrid encoder's stack of RWKV blocks (a ``ModuleList``: keys ``{i}.*``), which can load the blocks of an
+    official Vision-RWKV checkpoint (``load_checkpoint(encoder.blocks, path)``, or ``pretrained=True``)."""
+
+    def checkpoint_filter_fn(self, checkpoint: Mapping) -> dict[str, torch.Tensor]:
+        """Official file -> ``{i}.*`` block weights: ``backbone.layers.{i}.*`` maps to ``{i}.*``, the keys of
+        :data:`VISION_RWKV_UNUSED_KEYS` are dropped, any other key is an error naming it (missing or mis-shaped block
+        keys are reported by the strict load that follows). Our own block state dicts pass through unwrapped."""
+        from ..convert.vision_rwkv import is_vision_rwkv_state_dict, unwrap_checkpoint
+        state_dict = unwrap_checkpoint(checkpoint)
+        if not is_vision_rwkv_state_dict(state_dict):
+            return state_dict
+        blocks, unknown = {}, []
+        for key, value in state_dict.items():
+            if key.startswith(_VISION_RWKV_BLOCKS):
+                blocks[key[len(_VISION_RWKV_BLOCKS):]] = value
+            elif key not in VISION_RWKV_UNUSED_KEYS:
+                unknown.append(key)
+        if unknown:
+            raise ValueError(f"Vision-RWKV checkpoint keys with no place in the RWKV encoder's blocks ({len(unknown)}): "
+                             f"{'; '.join(unknown)} (only {_VISION_RWKV_BLOCKS}* loads; ignored: "
+                             f"{', '.join(VISION_RWKV_UNUSED_KEYS)})")
+        return blocks
 
 
 class RWKVHybridEncoder(nn.Module):
@@ -62,7 +104,7 @@ class RWKVHybridEncoder(nn.Module):
         self.embed16 = nn.Conv2d(stem_channels[-1], embed_dim, 2, 2)
         self.embed32 = nn.Conv2d(embed_dim, embed_dim, 2, 2)
         depth = sum(depths)
-        self.blocks = nn.ModuleList(RWKVBlock(embed_dim, layer_id=i, depth=depth) for i in range(depth))
+        self.blocks = VisionRWKVBlocks(RWKVBlock(embed_dim, layer_id=i, depth=depth) for i in range(depth))
         self.norm16 = nn.LayerNorm(embed_dim)
         self.norm32 = nn.LayerNorm(embed_dim)
         self.depths = tuple(depths)
@@ -100,14 +142,49 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "rwkv_tiny": rwkv_tiny,
 }
 HEAD_ACTIVATIONS = ("sigmoid", "identity")
+# Encoders with timm's parameter names -> timm's ImageNet-1k weights on the Hub (the default tag of each timm
+# architecture in timm 1.0: resnet18/34/50 -> .a1_in1k, mobilenetv2_100 -> .ra_in1k; licences from timm's cfgs).
+TIMM_ENCODERS = {
+    "resnet18": "timm/resnet18.a1_in1k",
+    "resnet34": "timm/resnet34.a1_in1k",
+    "resnet50": "timm/resnet50.a1_in1k",
+    "mobilenet_v2": "timm/mobilenetv2_100.ra_in1k",
+}
+
+
+def _encoder_cfg(hf_hub_id: str, filename: str, checkpoint_format: str, submodule: str, license: str) -> dict:
+    """Pretrained configuration of a UNetDepth whose ``submodule`` starts from ImageNet weights (the rest fresh)."""
+    return {"hf_hub_id": hf_hub_id, "hf_hub_filename": filename, "checkpoint_format": checkpoint_format,
+            "pretrained_submodule": submodule, "task": "depth-estimation", "license": license,
+            "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
+default_cfgs: dict[str, dict] = {
+    **{f"unet_depth_{encoder}": _encoder_cfg(repo, "model.safetensors", "timm", "encoder", "apache-2.0")
+       for encoder, repo in TIMM_ENCODERS.items()},
+    # VRWKV-T's 12 blocks (the same layout: backbone.layers.{i} -> encoder.blocks.{i}); stem, token embeddings and
+    # norms have no counterpart in the file and stay freshly initialised.
+    "unet_depth_rwkv_tiny": _encoder_cfg(VISION_RWKV_HUB, "vrwkv_t_in1k_224.pth", "vision_rwkv", "encoder.blocks",
+                                         "apache-2.0"),
+}
+
+
+def _timm_checkpoint_filter(checkpoint: Mapping, encoder: str) -> dict[str, torch.Tensor]:
+    from ..convert.timm import timm_to_encoder_state_dict  # the converter imports this module
+    return timm_to_encoder_state_dict(checkpoint, encoder)
 
 
 def create_encoder(name: str, in_chans: int = 3) -> nn.Module:
     """Build the encoder ``name`` (a key of ``ENCODERS``): a module mapping [B, in_chans, H, W] to five feature maps
-    at strides 2..32, with ``out_channels`` (5 ints) and ``reductions`` attributes."""
+    at strides 2..32, with ``out_channels`` (5 ints) and ``reductions`` attributes. The CNN encoders get a
+    ``checkpoint_filter_fn`` that converts timm state dicts (:func:`rwkv_vision.convert.timm_to_encoder_state_dict`),
+    so ``load_checkpoint(encoder, path)`` and ``pretrained=True`` read timm's files."""
     if name not in ENCODERS:
         raise ValueError(f"unknown UNetDepth encoder {name!r}; available: {', '.join(ENCODERS)}")
-    return ENCODERS[name](in_chans=in_chans)
+    encoder = ENCODERS[name](in_chans=in_chans)
+    if name in TIMM_ENCODERS:
+        encoder.checkpoint_filter_fn = partial(_timm_checkpoint_filter, encoder=name)
+    return encoder
 
 
 class DecoderBlock(nn.Module):
@@ -213,31 +290,38 @@ class UNetDepth(HubModel, pipeline_tag="depth-estimation"):
         return depth[..., :h, :w]
 
 
+def _create_unet_depth(variant: str, encoder: str, overrides: dict) -> UNetDepth:
+    model = UNetDepth(**{"encoder": encoder, **overrides})
+    model.pretrained_cfg = get_pretrained_cfg(variant)
+    return model
+
+
 @register_model
 def unet_depth_resnet18(**overrides) -> UNetDepth:
-    """UNetDepth with a ResNet-18 encoder."""
-    return UNetDepth(**{"encoder": "resnet18", **overrides})
+    """UNetDepth with a ResNet-18 encoder (pretrained: timm's ImageNet-1k encoder)."""
+    return _create_unet_depth("unet_depth_resnet18", "resnet18", overrides)
 
 
 @register_model
 def unet_depth_resnet34(**overrides) -> UNetDepth:
-    """UNetDepth with a ResNet-34 encoder."""
-    return UNetDepth(**{"encoder": "resnet34", **overrides})
+    """UNetDepth with a ResNet-34 encoder (pretrained: timm's ImageNet-1k encoder)."""
+    return _create_unet_depth("unet_depth_resnet34", "resnet34", overrides)
 
 
 @register_model
 def unet_depth_resnet50(**overrides) -> UNetDepth:
-    """UNetDepth with a ResNet-50 encoder."""
-    return UNetDepth(**{"encoder": "resnet50", **overrides})
+    """UNetDepth with a ResNet-50 encoder (pretrained: timm's ImageNet-1k encoder)."""
+    return _create_unet_depth("unet_depth_resnet50", "resnet50", overrides)
 
 
 @register_model
 def unet_depth_mobilenet_v2(**overrides) -> UNetDepth:
-    """UNetDepth with a MobileNetV2-1.0 encoder."""
-    return UNetDepth(**{"encoder": "mobilenet_v2", **overrides})
+    """UNetDepth with a MobileNetV2-1.0 encoder (pretrained: timm's ImageNet-1k encoder)."""
+    return _create_unet_depth("unet_depth_mobilenet_v2", "mobilenet_v2", overrides)
 
 
 @register_model
 def unet_depth_rwkv_tiny(**overrides) -> UNetDepth:
-    """UNetDepth with the RWKV hybrid encoder: conv stem to 1/8, 8 VRWKV-T blocks at 1/16, 4 at 1/32."""
-    return UNetDepth(**{"encoder": "rwkv_tiny", **overrides})
+    """UNetDepth with the RWKV hybrid encoder: conv stem to 1/8, 8 VRWKV-T blocks at 1/16, 4 at 1/32 (pretrained: the
+    blocks of the official VRWKV-T ImageNet-1k file)."""
+    return _create_unet_depth("unet_depth_rwkv_tiny", "rwkv_tiny", overrides)

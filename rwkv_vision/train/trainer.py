@@ -47,8 +47,8 @@ from .optim import SAM, ModelEMA, build_optimizer, build_scheduler
 __all__ = ["Trainer", "seed_everything"]
 
 HUB_TASKS = {"classification": "image-classification", "depth": "depth-estimation"}
-SOURCE_FIELDS = ("hf_hub_id", "hf_hub_filename", "hf_hub_revision", "checkpoint_format", "label_set", "top1",
-                 "loaded_from", "base_model")
+SOURCE_FIELDS = ("hf_hub_id", "hf_hub_filename", "hf_hub_revision", "checkpoint_format", "pretrained_submodule",
+                 "label_set", "top1", "loaded_from", "base_model")
 CHECKPOINT_FORMAT = "rwkv-vision-train/1"
 # Keys that may change between a run and its resumption; anything else changing makes the resumed run a different run.
 RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.tensorboard", "train.threads", "train.device",
