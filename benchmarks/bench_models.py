@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine_info, write_result
 
 MODELS = ("rwkv_vit_tiny", "rwkv_vit_tiny_attention", "deit_tiny_patch16_224")
 
@@ -180,14 +180,9 @@ def main(argv=None) -> dict:
                 summary[f"peak_mem_ratio_1536_over_768_b{batch}_{dtype}"] = b["peak_mem_MiB"] / a["peak_mem_MiB"]
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
-                          "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
-              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "rows": rows, "summary": summary}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    result = {"machine": machine_info(args.device), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+              "rows": rows, "summary": summary}
+    write_result(args.out, result)
     return result
 
 

@@ -19,9 +19,6 @@ Prints a table and writes JSON with the machine, thread count, WKV backend and l
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import machine_info, write_result
 from rwkv_vision.ops import wkv_backend
 from rwkv_vision.registry import create_model
 
@@ -96,16 +94,10 @@ def main() -> None:
         "repeats": args.repeats,
         "flops_note": "FlopCounterMode, one face: conv + linear + matmul, 2 FLOPs per MAC; WKV operator not counted",
         "wkv_backend": backend,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_1m_at_end": os.getloadavg()[0],
+        "machine": machine_info("cpu"),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

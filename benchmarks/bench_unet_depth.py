@@ -20,9 +20,7 @@ Prints a table and writes JSON with the machine, thread count and load average n
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import machine_info, write_result
 from rwkv_vision.models.unet_depth import ENCODERS, UNetDepth
 from rwkv_vision.ops import wkv_backend
 
@@ -113,18 +112,13 @@ def main() -> None:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "flops_note": "FlopCounterMode: conv + matmul only, 2 FLOPs per MAC; WKV operator not counted",
-        "torch": torch.__version__,
         "smp": None if smp is None else smp.__version__,
-        "threads": torch.get_num_threads(),
         "wkv_backend": wkv_backend("cpu") if "rwkv_tiny" in args.encoders else None,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_1m": {"start": load_at_start, "end": os.getloadavg()[0]},
+        "load_average_1m_at_start": load_at_start,
+        "machine": machine_info("cpu"),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

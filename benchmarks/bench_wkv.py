@@ -12,13 +12,11 @@ one RWKVViT-T block (C = 192) at each image resolution into the WKV op and the r
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import machine_info, write_result
 
 from rwkv_vision.ops import wkv as W
 
@@ -178,15 +176,10 @@ def main(argv=None) -> dict:
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads":
-                    torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
-                    "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
+        "machine": machine_info(args.device),
         "copy_bandwidth_GBps": copy_bw / 1e9, "clone_bandwidth_GBps": clone_bw / 1e9, "rows": rows, "block_share": blocks, "summary": summary,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return result
 
 

@@ -111,7 +111,7 @@ def poster_section(d: dict) -> str:
     rows = [[r["model"], f"{r['params_m']:.2f}", f"{r['gmacs_112']:.3f}", f"{r['gmacs_224']:.3f}",
              f"{r['images_per_s']:.2f}"] for r in d["rows"]]
     return "\n".join(["## Expression models", "", "```bash", "python benchmarks/bench_poster.py", "```", "",
-                      f"CPU, {d.get('threads')} threads, batch {d['input'][0]}, fp32. {d.get('flops_note', '')}", "",
+                      machine(d) + f" Batch {d['input'][0]}, fp32. {d.get('flops_note', '')}", "",
                       table(["model", "params (M)", "GMACs at 112", "GMACs at 224", "images/s"], rows), ""])
 
 
@@ -119,7 +119,7 @@ def unet_section(d: dict) -> str:
     rows = [[r["model"], f"{r['params_m']:.2f}", f"{r['gmacs']:.1f}", f"{r['fps']:.2f}", f"{r['seconds_min']:.3f}"]
             for r in d["rows"]]
     return "\n".join(["## Depth models at 480x640", "", "```bash", "python benchmarks/bench_unet_depth.py", "```", "",
-                      f"CPU, {d.get('threads')} threads, batch 1, fp32. {d.get('flops_note', '')}", "",
+                      machine(d) + f" Batch 1, fp32. {d.get('flops_note', '')}", "",
                       table(["model", "params (M)", "GMACs", "frames/s (median)", "fastest run (s)"], rows), ""])
 
 

@@ -58,6 +58,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     if not script.is_file():
         raise FileNotFoundError(f"{script} not found: the benchmarks ship with the source checkout, not the wheel")
     sys.argv = [str(script), *args.script_args]
+    sys.path.insert(0, str(script.parent))  # as `python benchmarks/x.py` would: the scripts share common.py
     runpy.run_path(str(script), run_name="__main__")
     return 0
 

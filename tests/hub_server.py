@@ -233,3 +233,25 @@ class TinyDepth(HubModel, pipeline_tag="depth-estimation"):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.max_depth * torch.sigmoid(self.body(x.to(self.dtype)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers shared by the hub test modules (the loopback and client fixtures are in conftest.py).
+
+
+def perturbed(model: nn.Module, seed: int) -> nn.Module:
+    """``model`` in eval mode with every floating tensor (BN statistics included) shifted by seeded noise:
+    zero-initialised tensors such as pos_embed then matter, and two seeds give clearly different outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.randn(tensor.shape, generator=g, dtype=tensor.dtype) * 0.05)
+    return model.eval()
+
+
+def ok(reply: dict):
+    """The result of a worker call, or a failure showing the worker's error."""
+    assert reply["ok"], f"{reply.get('type')}: {reply.get('message')}"
+    return reply["result"]
+

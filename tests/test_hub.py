@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from hub_server import HubClient, LoopbackHub, TinyDepth, client_env, forward
+from hub_server import HubClient, TinyDepth, client_env, forward, ok, perturbed
 
 from rwkv_vision import hub
 from rwkv_vision.convert.vision_rwkv import official_key
@@ -32,17 +32,6 @@ ROUND_TRIP = [
 ]
 
 
-def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """``model`` in eval mode with every floating tensor shifted by seeded noise (zero-initialised tensors such as
-    pos_embed then matter, and two seeds give clearly different outputs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.add_(torch.randn(tensor.shape, generator=g, dtype=tensor.dtype) * 0.05)
-    return model.eval()
-
-
 def nano(seed: int = 0, **kwargs) -> RWKVViT:
     return perturbed(create_model("rwkv_vit_nano", **{"img_size": 32, "depth": 2, "num_classes": 10, **kwargs}), seed)
 
@@ -50,28 +39,6 @@ def nano(seed: int = 0, **kwargs) -> RWKVViT:
 def saved(model: torch.nn.Module, folder: Path) -> Path:
     model.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="module")
-def loopback():
-    server = LoopbackHub()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(loopback, tmp_path_factory):
-    home = tmp_path_factory.mktemp("hf_home")
-    worker = HubClient(client_env(loopback, home), home / "worker.log")
-    worker.home = home
-    yield worker
-    worker.close()
-
-
-def ok(reply: dict):
-    assert reply["ok"], f"{reply.get('type')}: {reply.get('message')}"
-    return reply["result"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ huggingface_hub client in a worker process (``HF_ENDPOINT``), as in test_hub.py.
 
 import pytest
 import torch
-from hub_server import HubClient, LoopbackHub, client_env
+from hub_server import LoopbackHub, ok, perturbed
 from safetensors.torch import save_file
 
 from rwkv_vision.convert.vision_rwkv import official_key
@@ -17,38 +17,6 @@ timm = pytest.importorskip("timm")
 SHAPE = (1, 3, 64, 96)
 ENCODERS = {"unet_depth_resnet18": "resnet18", "unet_depth_resnet34": "resnet34", "unet_depth_resnet50": "resnet50",
             "unet_depth_mobilenet_v2": "mobilenetv2_100"}
-
-
-def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """``model`` in eval mode with every floating tensor (BN statistics included) shifted by seeded noise."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.add_(torch.randn(tensor.shape, generator=g, dtype=tensor.dtype).mul_(0.05))
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def loopback():
-    server = LoopbackHub()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(loopback, tmp_path_factory):
-    home = tmp_path_factory.mktemp("hf_home")
-    worker = HubClient(client_env(loopback, home), home / "worker.log")
-    worker.home = home
-    yield worker
-    worker.close()
-
-
-def ok(reply: dict):
-    assert reply["ok"], f"{reply.get('type')}: {reply.get('message')}"
-    return reply["result"]
 
 
 def publish(loopback: LoopbackHub, folder, repo: str, filename: str, state: dict) -> str:

@@ -1,0 +1,26 @@
+"""What every benchmark script records: the machine it ran on, and the JSON file it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """Platform, CPU, threads, torch version, device (and GPU name) and the 1-minute load average, as a dict."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+            "load_average_1m": os.getloadavg()[0]}
+
+
+def write_result(path: str | os.PathLike, result: dict) -> None:
+    """Write ``result`` as indented JSON to ``path`` (folders created) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
