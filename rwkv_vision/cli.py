@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="also run the WKV operator and compare with PyTorch")
 
     p = sub.add_parser("train", help="train a model from a config file (YAML, TOML or JSON)")
-    p.add_argument("--config", required=True, help="config file, e.g. configs/ckplus48_rwkv_vit.yaml")
+    p.add_argument("--config", required=True, help="config file, e.g. configs/ck48_rwkv_vit.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-3")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
 

@@ -1,7 +1,7 @@
 """Training: configuration files, the :class:`Trainer`, optimisers and schedules, checkpoints, distributed runs.
 
     from rwkv_vision.train import Trainer, load_config
-    Trainer(load_config("configs/ckplus48_rwkv_vit.yaml", ["optim.lr=1e-3"])).fit()
+    Trainer(load_config("configs/ck48_rwkv_vit.yaml", ["optim.lr=1e-3"])).fit()
 """
 
 from .config import DATASETS, Config, ConfigError, build_dataset, config_from_dict, load_config
