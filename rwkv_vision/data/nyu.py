@@ -212,6 +212,15 @@ def _check_pair(image: torch.Tensor, depth: torch.Tensor) -> None:
                          f"and {tuple(depth.shape)}")
 
 
+def _crop_room(image: torch.Tensor, depth: torch.Tensor, size: tuple[int, int], name: str):
+    """Check an image/depth pair and that a ``size`` window fits; return ((H, W), (crop H, crop W))."""
+    _check_pair(image, depth)
+    (h, w), (th, tw) = image.shape[-2:], size
+    if th > h or tw > w:
+        raise ValueError(f"{name} size {size} exceeds the image size {(h, w)}")
+    return (h, w), (th, tw)
+
+
 class RandomCrop:
     """Crop the same random (height, width) window from image and depth."""
 
@@ -219,10 +228,7 @@ class RandomCrop:
         self.size = tuple(size)
 
     def __call__(self, image: torch.Tensor, depth: torch.Tensor) -> Sample:
-        _check_pair(image, depth)
-        (h, w), (th, tw) = image.shape[-2:], self.size
-        if th > h or tw > w:
-            raise ValueError(f"RandomCrop size {self.size} exceeds the image size {(h, w)}")
+        (h, w), (th, tw) = _crop_room(image, depth, self.size, "RandomCrop")
         top = int(torch.randint(0, h - th + 1, ()))
         left = int(torch.randint(0, w - tw + 1, ()))
         return image[:, top:top + th, left:left + tw], depth[:, top:top + th, left:left + tw]
@@ -235,10 +241,7 @@ class CenterCrop:
         self.size = tuple(size)
 
     def __call__(self, image: torch.Tensor, depth: torch.Tensor) -> Sample:
-        _check_pair(image, depth)
-        (h, w), (th, tw) = image.shape[-2:], self.size
-        if th > h or tw > w:
-            raise ValueError(f"CenterCrop size {self.size} exceeds the image size {(h, w)}")
+        (h, w), (th, tw) = _crop_room(image, depth, self.size, "CenterCrop")
         top, left = (h - th) // 2, (w - tw) // 2
         return image[:, top:top + th, left:left + tw], depth[:, top:top + th, left:left + tw]
 
