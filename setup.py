@@ -37,6 +37,6 @@ def extension_args() -> dict:
 setup(
     packages=find_packages(include=["rwkv_vision", "rwkv_vision.*"]) + ["rwkv_vision._csrc"],
     package_dir={"rwkv_vision._csrc": "csrc"},
-    package_data={"rwkv_vision._csrc": ["wkv/*.h", "wkv/*.cpp", "wkv/*.cu"], "rwkv_vision": ["hub_data/*.txt"]},
+    package_data={"rwkv_vision._csrc": ["wkv/*.h", "wkv/*.cpp", "wkv/*.cu"], "rwkv_vision": ["hub_data/*.txt", "samples/*", "weights/*/*"]},
     **extension_args(),
 )

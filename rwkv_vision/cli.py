@@ -1,5 +1,6 @@
 """The ``rwkv-vision`` command line: thin subcommands over the Python API.
 
+    rwkv-vision demo [--output DIR] [--image IMAGE ...] [--depth-model DIR --depth-image IMAGE]
     rwkv-vision info [--check]
     rwkv-vision train --config FILE [KEY=VALUE ...] [--resume]
     rwkv-vision evaluate --model DIR_OR_HUB --data NAME [KEY=VALUE ...] | --data CONFIG [OVERRIDE ...]
@@ -13,6 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output, images=args.image, top_k=args.top_k, depth_model=args.depth_model,
+             depth_image=args.depth_image, device=args.device)
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -67,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rwkv-vision", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="expressions of the faces in the bundled photos (bundled model), offline")
+    p.add_argument("--output", default="rwkv-vision-demo", help="folder for the face crops, results.json, depth PNGs")
+    p.add_argument("--image", nargs="+", default=None, metavar="IMAGE",
+                   help="your photographs instead of the bundled ones (faces detected; needs rwkv-vision[faces])")
+    p.add_argument("--top-k", type=int, default=3, help="expressions shown per face")
+    p.add_argument("--depth-model", default=None, help="a trained UNetDepth folder (none ships: see the docs)")
+    p.add_argument("--depth-image", default=None, help="indoor photograph for --depth-model")
+    p.add_argument("--device", default="cpu")
+
     p = sub.add_parser("info", help="versions, device, and which WKV backend runs and why")
     p.add_argument("--check", action="store_true", help="also run the WKV operator and compare with PyTorch")
 
@@ -102,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments passed to the script")
 
     args = parser.parse_args(argv)
+    if args.command == "demo" and (args.depth_model is None) != (args.depth_image is None):
+        parser.error("demo: --depth-model and --depth-image go together (no indoor image is bundled)")
     if args.command == "info":
         from . import info
 
@@ -109,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     from .train.config import ConfigError
 
     try:
-        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "benchmark": _benchmark}
+        commands = {"demo": _demo, "train": _train, "evaluate": _evaluate, "predict": _predict, "benchmark": _benchmark}
         return commands[args.command](args)
-    except (ConfigError, FileNotFoundError) as exc:  # the user's input: the message says what, no traceback
+    except (ConfigError, FileNotFoundError, ImportError) as exc:  # the user's input: the message says what, no traceback
         parser.exit(2, f"rwkv-vision {args.command}: error: {exc}\n")
 
 

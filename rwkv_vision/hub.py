@@ -122,7 +122,8 @@ class HubModel(nn.Module, PyTorchModelHubMixin, library_name="rwkv-vision", lice
     (0-1 scale), ``label_names`` (list, index order) or ``label_set`` (a named set such as ``"imagenet-1k"``),
     ``datasets`` (training data names), ``results`` (list of ``{"dataset", "split", "metric", "value", "source",
     "url"}``; split, source and url optional),
-    ``training`` (free text), ``base_model`` (the repository it was fine-tuned from).
+    ``training`` (free text), ``notes`` (list of paragraphs: limitations, intended use), ``base_model`` (the
+    repository it was fine-tuned from).
 
     Publishing: ``model.push_to_hub("org/name", token=...)`` (inherited from the mixin) saves the folder into a
     temporary directory with :meth:`save_pretrained` and uploads it as one commit (``private=``, ``branch=``,
@@ -269,6 +270,13 @@ class HubModel(nn.Module, PyTorchModelHubMixin, library_name="rwkv-vision", lice
         ``token``, ``private``, ``branch``, ``create_pr``, ``commit_message``, ``allow_patterns``...). The model card
         then shows how to load ``repo_id``."""
         card_kwargs = {"repo_id": repo_id, **(kwargs.pop("model_card_kwargs", None) or {})}
+        branch = kwargs.get("branch")
+        if branch and not kwargs.get("create_pr"):  # the Hub refuses commits to a branch that does not exist yet
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=kwargs.get("token"))
+            api.create_repo(repo_id, private=kwargs.get("private"), exist_ok=True)
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
         return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
 
     # -- loading ------------------------------------------------------------------------------------------------------
@@ -334,9 +342,12 @@ class HubModel(nn.Module, PyTorchModelHubMixin, library_name="rwkv-vision", lice
             reference = _state_shapes(cls, {**kwargs, "num_classes": args.get("num_classes")})
             state, replaced = _replace_head(state, model, reference, fetch.label)
         load_state_dict_strict(model, state, weights)
+        # A Hub repository is recorded as the source (for the card); a local folder is not: its path means
+        # nothing elsewhere, and the folder's own config already says where its weights came from.
         model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}),
                                 **decode_config_value(config.get("pretrained_cfg", {}), where),
-                                "loaded_from": fetch.provenance(WEIGHTS_NAME, RWKV_VISION_FORMAT)}
+                                **({} if fetch.local else {"loaded_from": fetch.provenance(WEIGHTS_NAME,
+                                                                                           RWKV_VISION_FORMAT)})}
         if replaced:
             _mark_new_head(model, fetch.repo)
         return model.eval()
@@ -369,7 +380,9 @@ class HubModel(nn.Module, PyTorchModelHubMixin, library_name="rwkv-vision", lice
         where = repo_id or (str(directory) if directory is not None else "path/to/folder")
 
         data = ModelCardData(
-            library_name=info.library_name, license=licence, pipeline_tag=task,
+            # the Hub's metadata takes licence identifiers only; free-text terms are "other" there, in full below
+            library_name=info.library_name, license=("other" if licence and " " in licence else licence),
+            pipeline_tag=task,
             tags=sorted(set(info.tags or []) | ({variant} if variant else set())),
             datasets=list(cfg.get("datasets") or []) or None, base_model=cfg.get("base_model"),
             model_name=name if results else None, metrics=sorted({r["metric"] for r in results}) or None,
@@ -418,6 +431,11 @@ class HubModel(nn.Module, PyTorchModelHubMixin, library_name="rwkv-vision", lice
                       f"{r.get('source') or ''} |" for r in results]
         else:
             lines.append("Not recorded.")
+        if cfg.get("notes"):
+            lines += ["", "## Limitations and notes", ""]
+            for note in cfg["notes"]:
+                lines += [str(note), ""]
+            lines.pop()
         lines += ["", "## How to load", "", "```python", "import rwkv_vision", "",
                   f"model = rwkv_vision.from_pretrained({where!r})  # {arch}, in eval mode"]
         if getattr(self, "num_classes", None) is not None:

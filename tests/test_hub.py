@@ -168,7 +168,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, name, overrides, shape):
         assert type(loaded) is type(model) and not loaded.training
         assert loaded.hub_config == model.hub_config
         assert loaded.pretrained_cfg["architecture"] == name
-        assert loaded.pretrained_cfg["loaded_from"]["repo"] == str(tmp_path.resolve())
+        assert "loaded_from" not in loaded.pretrained_cfg  # a local folder is not a source worth publishing
         for key, value in model.state_dict().items():
             assert torch.equal(loaded.state_dict()[key], value), key
         assert forward(loaded, shape) == forward(model, shape)
@@ -270,6 +270,17 @@ def test_model_card(tmp_path):
     assert (tmp_path / "README.md").read_text() == "# my card\n"
     card = model.generate_model_card(repo_id="acme/fer")  # what push_to_hub writes
     assert "rwkv_vision.from_pretrained('acme/fer')" in card.text and card.data.model_name == "acme/fer"
+
+
+def test_model_card_notes_and_free_text_licence(tmp_path):
+    model = nano(seed=9, num_classes=3)
+    model.pretrained_cfg.update(license="research use only (the data set's terms)",
+                                notes=["Posed faces from a lab.", "Not for decisions about people."])
+    model.save_pretrained(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.license == "other"  # the Hub's metadata only takes identifiers
+    assert "The weights: research use only (the data set's terms)." in card.text
+    assert "## Limitations and notes\n\nPosed faces from a lab.\n\nNot for decisions about people.\n" in card.text
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -375,3 +386,167 @@ def test_torch_hub_local_entry_points():
     assert entry_points == set(list_models())
     assert hubconf.dependencies == ["torch", "safetensors", "huggingface_hub"]
     assert "rwkv_vision.create_model('rwkv_vit_tiny'" in hubconf.rwkv_vit_tiny.__doc__
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Publishing: push_to_hub and examples/push_to_hub.py against the loopback Hub's upload API
+
+TOKEN = "t0ken"
+
+
+def writes_since(loopback, before: int) -> list[tuple[str, str, str | None]]:
+    """The write requests recorded since ``before``: (method, path, Authorization header)."""
+    return [(m, p, a) for (m, p), a in zip(loopback.requests[before:], loopback.authorization[before:])
+            if m == "POST"]
+
+
+def test_push_to_hub_round_trip(loopback, client, tmp_path):
+    model = nano(seed=20)
+    folder = saved(model, tmp_path / "model")
+    before = len(loopback.requests)
+    url = ok(client.run(f"m = hub.from_pretrained({str(folder)!r}); "
+                        f"result = str(m.push_to_hub('acme/pushed', token={TOKEN!r}, commit_message='first'))"))
+    head = loopback.refs["acme/pushed"]["main"]
+    assert url == f"{loopback.url}/acme/pushed/commit/{head}" and re.fullmatch(r"[0-9a-f]{40}", head)
+    # What huggingface_hub sends (the card's YAML is validated once with hf_xet installed, twice without), every
+    # request with the token.
+    writes = writes_since(loopback, before)
+    assert {a for _, _, a in writes} == {f"Bearer {TOKEN}"} and ("POST", "/api/validate-yaml") in loopback.requests
+    assert [p for _, p, _ in writes if p != "/api/validate-yaml"] == [
+        "/api/repos/create", "/api/models/acme/pushed/preupload/main", "/api/models/acme/pushed/commit/main"]
+    commit = loopback.history["acme/pushed"][head]
+    assert commit["summary"] == "first" and commit["parent"] is not None  # on top of create_repo's initial commit
+
+    files = loopback.files("acme/pushed")
+    assert set(files) == {".gitattributes", "README.md", "config.json", "model.safetensors"}
+    assert files["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert "rwkv_vision.from_pretrained('acme/pushed')" in card and card.startswith("---\nlibrary_name: rwkv-vision")
+
+    code = ("m = rwkv_vision.from_pretrained('acme/pushed'); "
+            "result = [forward(m), m.training, m.pretrained_cfg['loaded_from']]")
+    out, training, loaded_from = ok(client.run(code))
+    assert out == forward(model) and not training
+    assert loaded_from == {"repo": "acme/pushed", "revision": head, "file": "model.safetensors",
+                           "format": "rwkv-vision"}
+
+
+def test_second_push_is_a_new_commit_and_an_unchanged_one_is_none(loopback, client, tmp_path):
+    old, new = nano(seed=21), nano(seed=22)
+    push = "result = str(hub.from_pretrained(%r).push_to_hub('acme/twice', token=%r))"
+    ok(client.run(push % (str(saved(old, tmp_path / "old")), TOKEN)))
+    first = loopback.refs["acme/twice"]["main"]
+    ok(client.run(push % (str(saved(new, tmp_path / "new")), TOKEN)))
+    second = loopback.refs["acme/twice"]["main"]
+    assert second != first and loopback.history["acme/twice"][second]["parent"] == first
+
+    assert ok(client.run("result = forward(rwkv_vision.from_pretrained('acme/twice'))")) == forward(new)
+    code = f"result = forward(rwkv_vision.from_pretrained('acme/twice', revision={first!r}))"
+    assert ok(client.run(code)) == forward(old)  # the old commit still serves the old files
+
+    # The same files again: preupload reports their git blob ids, the client skips them, no commit is made.
+    before = len(loopback.requests)
+    url = ok(client.run(push % (str(tmp_path / "new"), TOKEN)))
+    assert loopback.refs["acme/twice"]["main"] == second and url.endswith(f"/commit/{second}")
+    assert not [p for _, p in loopback.requests[before:] if "/commit/" in p]
+    assert ("GET", "/api/models/acme/twice/revision/main") in loopback.requests[before:]
+
+
+def test_push_to_an_existing_branch(loopback, client, tmp_path):
+    main, dev = nano(seed=23), nano(seed=24)
+    ok(client.run(f"result = str(hub.from_pretrained({str(saved(main, tmp_path / 'main'))!r})"
+                  f".push_to_hub('acme/branched', token={TOKEN!r}))"))
+    ok(client.run(f"from huggingface_hub import HfApi; "
+                  f"HfApi(token={TOKEN!r}).create_branch('acme/branched', branch='dev'); "
+                  f"result = str(hub.from_pretrained({str(saved(dev, tmp_path / 'dev'))!r})"
+                  f".push_to_hub('acme/branched', token={TOKEN!r}, branch='dev'))"))
+    refs = loopback.refs["acme/branched"]
+    assert refs["dev"] != refs["main"] and loopback.history["acme/branched"][refs["dev"]]["parent"] == refs["main"]
+    code = "result = forward(rwkv_vision.from_pretrained('acme/branched', revision=%r))"
+    assert ok(client.run(code % "dev")) == forward(dev)
+    assert ok(client.run(code % "main")) == forward(main)
+
+
+def test_push_to_a_new_branch(loopback, client, tmp_path):
+    main, dev = nano(seed=25), nano(seed=30)
+    ok(client.run(f"result = str(hub.from_pretrained({str(saved(main, tmp_path / 'main'))!r})"
+                  f".push_to_hub('acme/new-branch', token={TOKEN!r}))"))
+    # The Hub commits to existing branches only; push_to_hub creates the branch first.
+    ok(client.run(f"result = str(hub.from_pretrained({str(saved(dev, tmp_path / 'dev'))!r})"
+                  f".push_to_hub('acme/new-branch', token={TOKEN!r}, branch='dev'))"))
+    code = "result = forward(rwkv_vision.from_pretrained('acme/new-branch', revision=%r))"
+    assert ok(client.run(code % "dev")) == forward(dev)
+    assert ok(client.run(code % "main")) == forward(main)
+
+
+def test_push_without_a_valid_token_fails(loopback, client, tmp_path):
+    folder = saved(nano(seed=26), tmp_path / "model")
+    before = len(loopback.requests)
+    reply = client.run(f"hub.from_pretrained({str(folder)!r}).push_to_hub('acme/no-token')")
+    assert not reply["ok"] and reply["type"] == "HfHubHTTPError", reply
+    assert "401 Unauthorized" in reply["message"] and "/api/repos/create" in reply["message"]
+    assert "must be authenticated" in reply["message"]
+    assert loopback.authorization[before] is None and "acme/no-token" not in loopback.commits
+    assert loopback.count("POST", "/api/models/acme/no-token/commit") == 0
+
+    # An existing public repository: create_repo(exist_ok=True) finds it, the preupload is refused.
+    ok(client.run(f"result = str(hub.from_pretrained({str(folder)!r}).push_to_hub('acme/public', token={TOKEN!r}))"))
+    head = loopback.refs["acme/public"]["main"]
+    reply = client.run(f"hub.from_pretrained({str(folder)!r}).push_to_hub('acme/public')")
+    assert not reply["ok"] and reply["type"] == "HfHubHTTPError" and "401 Unauthorized" in reply["message"], reply
+    assert "/api/models/acme/public/preupload/main" in reply["message"] and loopback.refs["acme/public"]["main"] == head
+
+    loopback.tokens = {TOKEN}  # a token the Hub does not know
+    try:
+        reply = client.run(f"hub.from_pretrained({str(folder)!r}).push_to_hub('acme/bad-token', token='wrong')")
+    finally:
+        loopback.tokens = None
+    assert not reply["ok"] and reply["type"] == "HfHubHTTPError", reply
+    assert "Invalid credentials in Authorization header" in reply["message"]
+
+
+def test_push_private_repository(loopback, client, tmp_path):
+    model = nano(seed=27)
+    ok(client.run(f"result = str(hub.from_pretrained({str(saved(model, tmp_path / 'model'))!r})"
+                  f".push_to_hub('acme/private', token={TOKEN!r}, private=True))"))
+    created = [json.loads(body) for (m, p), body in zip(loopback.requests, loopback.bodies)
+               if p == "/api/repos/create" and json.loads(body)["name"] == "private"]
+    assert [(c["organization"], c["visibility"]) for c in created] == [("acme", "private")]
+    assert loopback.private["acme/private"]
+    reply = client.run("hub.from_pretrained('acme/private')")
+    assert not reply["ok"] and reply["type"] == "RepositoryNotFoundError", reply
+    code = f"result = forward(hub.from_pretrained('acme/private', token={TOKEN!r}))"
+    assert ok(client.run(code)) == forward(model)
+
+
+def test_pushed_files_name_no_local_paths(loopback, client, tmp_path):
+    """examples/push_to_hub.py loads the folder, then pushes: the local folder must not be published."""
+    folder = saved(nano(seed=28), tmp_path / "private-place")
+    ok(client.run(f"result = str(hub.from_pretrained({str(folder)!r}).push_to_hub('acme/paths', token={TOKEN!r}))"))
+    files = loopback.files("acme/paths")
+    leaks = [name for name in ("config.json", "README.md") if str(tmp_path).encode() in files[name]]
+    assert leaks == []
+    assert b"trained or initialised locally" in files["README.md"]
+
+
+def test_push_to_hub_example_script(loopback, client, tmp_path):
+    import subprocess
+    import sys
+
+    model = nano(seed=29)
+    folder = saved(model, tmp_path / "model")
+    env = client_env(loopback, tmp_path / "script-home")
+    script = [sys.executable, str(REPO_ROOT / "examples" / "push_to_hub.py"), str(folder), "acme/from-script",
+              "--token", TOKEN, "--message", "from the script"]
+    before = len(loopback.requests)
+    # One process, importing rwkv_vision (most of the run time); the no-token failure is tested with the worker.
+    done = subprocess.run(script, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    head = loopback.refs["acme/from-script"]["main"]
+    assert f"pushed RWKVViT from {folder} to {loopback.url}/acme/from-script/commit/{head}" in done.stdout
+    assert "load it with: rwkv_vision.from_pretrained('acme/from-script')" in done.stdout
+    assert loopback.history["acme/from-script"][head]["summary"] == "from the script"
+    assert all(a == f"Bearer {TOKEN}" for _, _, a in writes_since(loopback, before))
+    card = loopback.files("acme/from-script")["README.md"].decode()
+    assert "rwkv_vision.from_pretrained('acme/from-script')" in card
+    assert ok(client.run("result = forward(rwkv_vision.from_pretrained('acme/from-script'))")) == forward(model)

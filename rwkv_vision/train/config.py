@@ -42,10 +42,13 @@ PRECISIONS = ("none", "bf16", "fp16")
 @dataclass
 class ModelConfig:
     """``name``: a registered model (``rwkv_vision.list_models()``); ``args``: its keyword overrides (for
-    classification ``num_classes`` defaults to the number of classes of the training data); ``checkpoint``: a
-    weights file loaded strictly before training (fine-tuning)."""
+    classification ``num_classes`` defaults to the number of classes of the training data). Starting weights, for
+    fine-tuning (at most one): ``pretrained``: true (the entry's published weights), a folder saved by
+    ``save_pretrained`` or ``"hf-hub:org/name[@revision]"``, with a new head when the class count differs (as
+    ``create_model(name, pretrained=...)``); ``checkpoint``: a weights file loaded strictly."""
     name: str = ""
     args: dict = field(default_factory=dict)
+    pretrained: bool | str = False
     checkpoint: str | None = None
 
 
@@ -158,6 +161,14 @@ class TrainConfig:
 
 
 @dataclass
+class CardConfig:
+    """What the exported model's card says beyond what training measures: ``license`` of the weights (often the
+    training data's terms) and ``notes``, one paragraph each, shown under "Limitations and notes"."""
+    license: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     """A training run: ``task`` (classification or depth), ``seed``, ``output`` folder, and the sections."""
     task: str = "classification"
@@ -170,6 +181,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    card: CardConfig = field(default_factory=CardConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -310,8 +322,13 @@ def _coerce(value, annotation, key: str, source: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key, source)
+        options = [a for a in args if a is not type(None)]
+        for inner in options[:-1]:  # e.g. bool | str: true/false first, else a string
+            try:
+                return _coerce(value, inner, key, source)
+            except ConfigError:
+                pass
+        return _coerce(value, options[-1], key, source)
 
     def fail(expected: str) -> ConfigError:
         return ConfigError(f"{key} ({source}): expected {expected}, got {value!r}")
@@ -416,6 +433,8 @@ def _validate(cfg: Config) -> None:
     if cfg.train.precision == "fp16" and cfg.optim.sam_rho > 0:
         raise ConfigError("train.precision=fp16 with SAM is not supported (the gradient scaler would have to unscale "
                           "between SAM's two passes); use bf16")
+    if cfg.model.pretrained not in (False, "") and cfg.model.checkpoint is not None:
+        raise ConfigError("model.pretrained and model.checkpoint both give starting weights: set one")
     if cfg.train.export == "best" and cfg.data.val_split is None:
         raise ConfigError("train.export=best needs a validation split (data.val_split); or set train.export=last")
     if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:

@@ -110,7 +110,9 @@ class Trainer:
             if args.setdefault("num_classes", n) != n:
                 raise ConfigError(f"model.args.num_classes={args['num_classes']} but data set {self.cfg.data.name!r} "
                                   f"({self.cfg.data.train_split}) has {n} classes: {self.classes}")
-        return create_model(self.cfg.model.name, checkpoint_path=self.cfg.model.checkpoint, **args)
+        model = create_model(self.cfg.model.name, pretrained=self.cfg.model.pretrained or False,
+                             checkpoint_path=self.cfg.model.checkpoint, **args)
+        return model.train()  # pretrained models come back in eval mode
 
     def _preprocessing(self) -> dict:
         """Input size (H, W), crop_pct, interpolation, mean, std: the data section's, else the model's."""
@@ -511,14 +513,20 @@ class Trainer:
                     f"(epoch {epoch}){' (EMA)' if self.ema is not None else ''}; "
                     f"{seconds / 60:.1f} min of training on {self.ctx.device}.")
         previous = getattr(model, "pretrained_cfg", None) or {}
+        base, start = cfg.model.checkpoint, cfg.model.pretrained
+        if start is True:
+            base = previous.get("hf_hub_id")
+        elif start:
+            base = start.removeprefix("hf-hub:").removeprefix("hf_hub:").partition("@")[0]
         model.pretrained_cfg = {
             # where the initial weights came from and what they scored no longer describe these weights
             **{k: v for k, v in previous.items() if k not in SOURCE_FIELDS},
-            "base_model": cfg.model.checkpoint,
+            "base_model": base,
             "task": HUB_TASKS[self.task], "input_size": (3, *p["input_size"]), "interpolation": p["interpolation"],
             "crop_pct": p["crop_pct"], "crop_mode": "center", "mean": p["mean"], "std": p["std"],
             "label_names": self.classes, "num_classes": len(self.classes) if self.classes else None,
             "datasets": [cfg.data.name], "results": results, "training": training,
+            "license": cfg.card.license, "notes": list(cfg.card.notes),
         }
         directory = self.output / "model"
         model.save_pretrained(directory)
