@@ -113,3 +113,23 @@ def test_convert_official_errors_name_the_key(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode != 0 and "pos_embed" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_official_poster_v2(tmp_path):
+    from test_convert_poster import poster_v2_official_shapes, random_state, relative_position_index
+
+    state = random_state(poster_v2_official_shapes(7), prefix="module.")  # DataParallel names, as released
+    for i, grid in enumerate((28, 14, 7), start=1):
+        state[f"module.attn{i}.relative_position_index"] = relative_position_index(grid)
+    for key in state:
+        if key.endswith("running_var"):
+            state[key] = state[key].abs() + 0.5  # a valid variance
+    torch.save({"epoch": 12, "state_dict": state, "best_acc": torch.tensor([92.21])}, tmp_path / "rafdb.pth")
+    out = run_example("convert_official.py", "poster-v2", str(tmp_path / "rafdb.pth"), str(tmp_path / "out"),
+                      "--labels", "rafdb")
+    assert "reload checked" in out
+    model = rwkv_vision.from_pretrained(tmp_path / "out")
+    assert type(model).__name__ == "PosterV2"
+    assert model.pretrained_cfg["label_names"] == ["surprise", "fear", "disgust", "happiness", "sadness", "anger",
+                                                   "neutral"]
+    assert "0: surprise, 1: fear" in (tmp_path / "out" / "README.md").read_text()
