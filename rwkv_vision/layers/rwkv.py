@@ -95,10 +95,12 @@ class SpatialMix(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """x [B, N, C] on the grid hw = (H, W) -> [B, N, C]."""
         if self.shift is not None:
+            # x * mu + xx * (1 - mu) as one lerp: at a few hundred tokens these small elementwise ops cost more in
+            # dispatch than in arithmetic
             xx = self.shift(x, hw)
-            xk = x * self.spatial_mix_k + xx * (1 - self.spatial_mix_k)
-            xv = x * self.spatial_mix_v + xx * (1 - self.spatial_mix_v)
-            xr = x * self.spatial_mix_r + xx * (1 - self.spatial_mix_r)
+            xk = torch.lerp(xx, x, self.spatial_mix_k)
+            xv = torch.lerp(xx, x, self.spatial_mix_v)
+            xr = torch.lerp(xx, x, self.spatial_mix_r)
         else:
             xk = xv = xr = x
         k, v, sr = self.key(xk), self.value(xv), torch.sigmoid(self.receptance(xr))
@@ -165,11 +167,12 @@ class ChannelMix(nn.Module):
         """x [B, N, C] on the grid hw = (H, W) -> [B, N, C]."""
         if self.shift is not None:
             xx = self.shift(x, hw)
-            xk = x * self.spatial_mix_k + xx * (1 - self.spatial_mix_k)
-            xr = x * self.spatial_mix_r + xx * (1 - self.spatial_mix_r)
+            xk = torch.lerp(xx, x, self.spatial_mix_k)
+            xr = torch.lerp(xx, x, self.spatial_mix_r)
         else:
             xk = xr = x
-        k = torch.square(torch.relu(self.key(xk)))
+        k = torch.relu(self.key(xk))
+        k = k * k  # not torch.square: it dispatches to pow, several times slower on CPU
         if self.key_norm is not None:
             k = self.key_norm(k)
         return torch.sigmoid(self.receptance(xr)) * self.value(k)
