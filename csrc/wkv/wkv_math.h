@@ -142,6 +142,27 @@ WKV_HD F combine(F a1, F a2, F o, F fmean, F flog, F u, F k, F v, F& lse) {
   return (a1 * ep + fmean * ef + v * ec) / den;
 }
 
+// Merges e^{ob} (b1, b2) into the sum e^o (a1, a2): as in rescale(), one of the two factors is e^0.
+template <typename F>
+WKV_HD void merge(F& a1, F& a2, F& o, F b1, F b2, F ob) {
+  const F d = ob - o;
+  const F e = wexp(d > F(0) ? -d : d);
+  const bool b_is_max = d > F(0);
+  a1 = a1 * (b_is_max ? e : F(1)) + b1 * (b_is_max ? F(1) : e);
+  a2 = a2 * (b_is_max ? e : F(1)) + b2 * (b_is_max ? F(1) : e);
+  o = b_is_max ? ob : o;
+}
+
+// combine() for a future sum kept whole, e^{of} (f1, f2), rather than summarised: two merges, so two exponentials
+// and no log or division for the summary.
+template <bool kLse, typename F>
+WKV_HD F combine_sums(F p1, F p2, F op, F f1, F f2, F of, F u, F k, F v, F& lse) {
+  merge(p1, p2, op, f1, f2, of);
+  merge(p1, p2, op, v, F(1), u + k);
+  if constexpr (kLse) lse = op + wlog(p2);  // p2 >= 1: the largest term is e^0 times a sum >= 1
+  return p1 / p2;
+}
+
 // dw contribution of token t from one side: -g_t e^{-lse_t} (Q_t - y_t QD_t), with Q = e^o (q1, q2).
 template <typename F>
 WKV_HD F dw_term(F q1, F q2, F o, F lse, F g, F y) {
