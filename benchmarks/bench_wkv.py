@@ -5,8 +5,10 @@
 For T in {196, 1024, 4096, 16384}, C in {192, 384}, B = 4, fp32: median time of repeats after a warm-up, for the
 compiled backend ("cpp" on CPU, "cuda" on GPU) and the pure-PyTorch path. Bandwidth counts the bytes the forward
 must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares them with torch's tensor copy
-(read + write) of a buffer of the same size on the same machine. Last, torch.profiler splits the forward time of
-one RWKVViT-T block (C = 192) at each image resolution into the WKV op and the rest.
+(read + write) of a buffer of the same size on the same machine. The growth ratio time(T=16384) / time(T=4096)
+(C = 192) is measured separately, with the two lengths interleaved (median of per-repeat ratios). Last,
+torch.profiler splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and
+the rest (median of single-call profiles).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def clone_bandwidth(nbytes: int, device: str, repeats: int) -> float:
     return 2 * nbytes / timer(device)(lambda: src.clone(), repeats)
 
 
-def bench_point(namespace: str, B: int, T: int, C: int, device: str, repeats: int) -> dict:
+def make_calls(namespace: str, B: int, T: int, C: int, device: str):
+    """(forward, forward+backward) of one shape as zero-argument functions, fp32 random inputs."""
     forward, _ = W._OPS[namespace]
     gen = torch.Generator().manual_seed(0)
     k = torch.randn(B, T, C, generator=gen).to(device)
@@ -79,16 +82,37 @@ def bench_point(namespace: str, B: int, T: int, C: int, device: str, repeats: in
         y, _ = forward(kg, vg, wg, ug, True, True)
         torch.autograd.grad(y, (kg, vg, wg, ug), gy)
 
-    run = timer(device)
     fwd(), fwd_bwd()  # warm-up
+    return fwd, fwd_bwd
+
+
+def bench_point(namespace: str, B: int, T: int, C: int, device: str, repeats: int) -> dict:
+    fwd, fwd_bwd = make_calls(namespace, B, T, C, device)
+    run = timer(device)
     t_fwd = run(fwd, repeats)
     t_fb = run(fwd_bwd, repeats)
     return {"B": B, "T": T, "C": C, "forward_ms": t_fwd * 1e3, "forward_backward_ms": t_fb * 1e3,
             "forward_GBps": 3 * B * T * C * 4 / t_fwd / 1e9}
 
 
+def growth_ratios(namespace: str, B: int, C: int, device: str, repeats: int, short: int = 4096,
+                  long: int = 16384) -> dict:
+    """time(T=long) / time(T=short), forward and forward+backward, measured interleaved: each repeat times all four
+    calls back to back and gives one ratio, and the median ratio is reported. A slow spell of a shared machine then
+    hits both lengths alike instead of whichever was being measured at the time."""
+    calls = {T: make_calls(namespace, B, T, C, device) for T in (short, long)}
+    run = timer(device)
+    ratios = {"fwd": [], "fwd_bwd": []}
+    for _ in range(repeats):
+        t = {(T, kind): run(fn, 1) for T, fns in calls.items() for kind, fn in zip(("fwd", "fwd_bwd"), fns)}
+        for kind in ratios:
+            ratios[kind].append(t[long, kind] / t[short, kind])
+    return {kind: statistics.median(values) for kind, values in ratios.items()}
+
+
 def block_share(res_list, C: int, batch: int, device: str, repeats: int) -> list[dict]:
-    """Share of one RWKV block's forward time spent in the WKV op (torch.profiler), at each image resolution.
+    """Share of one RWKV block's forward time spent in the WKV op (torch.profiler), at each image resolution: the
+    median over ``repeats`` calls, each profiled on its own.
 
     The block is RWKVViT-T's (C = 192, patch 16): T = (res / 16)^2 tokens. Inference, fp32.
     """
@@ -97,26 +121,29 @@ def block_share(res_list, C: int, batch: int, device: str, repeats: int) -> list
     from rwkv_vision.layers import RWKVBlock
 
     block = RWKVBlock(C, layer_id=1, depth=12).to(device).eval()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     rows = []
     for res in res_list:
         hw = (res // 16, res // 16)
         x = torch.randn(batch, hw[0] * hw[1], C, device=device)
+        calls = []  # (block us, WKV us) of each call, profiled one at a time so an outlier call cannot skew the rest
         with torch.inference_mode():
             block(x, hw)
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-            with profile(activities=acts) as prof:
-                for _ in range(repeats):
+            for _ in range(repeats):
+                with profile(activities=acts) as prof:
                     block(x, hw)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-        events = prof.key_averages()
-        attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-        total = sum(getattr(e, attr) for e in events)
-        wkv = sum(getattr(e, attr) for e in events if "wkv_forward" in e.key)
-        rows.append({"res": res, "tokens": hw[0] * hw[1], "batch": batch, "block_ms": total / repeats / 1e3,
-                     "wkv_ms": wkv / repeats / 1e3, "wkv_share": wkv / total})
-        print(f"block at {res:>5} px (T={hw[0] * hw[1]:>5}, B={batch}): {total / repeats / 1e3:9.2f} ms, "
-              f"WKV {wkv / repeats / 1e3:8.2f} ms = {100 * wkv / total:5.1f} %", flush=True)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                events = prof.key_averages()
+                calls.append((sum(getattr(e, attr) for e in events),
+                              sum(getattr(e, attr) for e in events if "wkv_forward" in e.key)))
+        total, wkv = statistics.median(c[0] for c in calls), statistics.median(c[1] for c in calls)
+        share = statistics.median(c[1] / c[0] for c in calls)
+        rows.append({"res": res, "tokens": hw[0] * hw[1], "batch": batch, "block_ms": total / 1e3,
+                     "wkv_ms": wkv / 1e3, "wkv_share": share, "repeats": repeats})
+        print(f"block at {res:>5} px (T={hw[0] * hw[1]:>5}, B={batch}): {total / 1e3:9.2f} ms, "
+              f"WKV {wkv / 1e3:8.2f} ms = {100 * share:5.1f} % (medians of {repeats} calls)", flush=True)
     return rows
 
 
@@ -166,8 +193,9 @@ def main(argv=None) -> dict:
             summary["speedup_vs_torch_fwd_bwd_T4096_C192"] = slow["forward_backward_ms"] / fast["forward_backward_ms"]
         a, b = find(main_backend, 4096, 192), find(main_backend, 16384, 192)
         if a and b:
-            summary["time_ratio_T16384_over_T4096_fwd_bwd"] = b["forward_backward_ms"] / a["forward_backward_ms"]
-            summary["time_ratio_T16384_over_T4096_fwd"] = b["forward_ms"] / a["forward_ms"]
+            growth = growth_ratios(backends[main_backend], args.B, 192, args.device, max(args.repeats, 9))
+            summary["time_ratio_T16384_over_T4096_fwd_bwd"] = growth["fwd_bwd"]
+            summary["time_ratio_T16384_over_T4096_fwd"] = growth["fwd"]
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
             summary["forward_bandwidth_fraction_of_clone_T16384_C192"] = b["forward_GBps"] * 1e9 / clone_bw
     blocks = block_share(args.block_res, 192, 1, args.device, args.repeats) if args.block_res else []
