@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from . import weights
 from .data.faces import FaceBox, crop_face, detect_faces
@@ -48,11 +48,16 @@ def sample_faces() -> dict[str, list[FaceBox]]:
             for name, boxes in listing.items()}
 
 
+def _open(path: str | os.PathLike) -> Image.Image:
+    """RGB, upright: phone photographs store their rotation in EXIF, which PIL does not apply by itself."""
+    return ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+
+
 def _find_faces(images: Sequence[str | os.PathLike]) -> dict[str, list[FaceBox]]:
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
-    return {str(p): detect_faces(Image.open(p)) for p in images}
+    return {str(p): detect_faces(_open(p)) for p in images}
 
 
 def run_demo(output_dir: str | os.PathLike = "rwkv-vision-demo", images: Sequence[str | os.PathLike] | None = None,
@@ -88,7 +93,7 @@ def run_demo(output_dir: str | os.PathLike = "rwkv-vision-demo", images: Sequenc
         if not found:
             echo(f"{name}: no face found")
             continue
-        photo = Image.open(path).convert("RGB")
+        photo = _open(path)
         for i, box in enumerate(found, 1):
             crop = crop_face(photo, box)
             crop_path = out / "faces" / f"{Path(path).stem}_face{i}.png"

@@ -158,6 +158,18 @@ def test_demo_on_your_own_photo_and_depth_model(tmp_path):
     assert color.size == (80, 60) and color.mode == "RGB"
 
 
+def test_demo_turns_photographs_upright_from_exif(tmp_path):
+    """A phone photograph stored sideways with an EXIF orientation is classified upright (the detector and the
+    model only know upright faces)."""
+    pytest.importorskip("skimage")
+    sideways = Image.open(SAMPLES / "astronaut.jpg").rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    sideways.save(tmp_path / "phone.jpg", exif=exif)
+    result = run_demo(tmp_path / "out", images=[tmp_path / "phone.jpg"], echo=lambda line: None)
+    assert len(result["faces"]) == 1 and result["faces"][0]["predictions"][0]["label"] == "happiness"
+
+
 def test_demo_errors(tmp_path):
     proc = cli("demo", "--depth-model", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "--depth-model and --depth-image go together" in proc.stderr
