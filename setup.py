@@ -10,7 +10,7 @@ import os
 import runpy
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 
@@ -34,9 +34,16 @@ def extension_args() -> dict:
     return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
 
 
+# Every folder under rwkv_vision/ is a package, data folders (hub_data, samples, bundled weights) included: setuptools
+# then ships their files without warning that they look importable. The kernel sources live in csrc/ at the top
+# level and are shipped as rwkv_vision/_csrc for just-in-time builds.
+PACKAGES = find_namespace_packages(include=["rwkv_vision", "rwkv_vision.*"], exclude=["*.__pycache__"])
+
 setup(
-    packages=find_packages(include=["rwkv_vision", "rwkv_vision.*"]) + ["rwkv_vision._csrc"],
+    packages=PACKAGES + ["rwkv_vision._csrc", "rwkv_vision._csrc.wkv"],
     package_dir={"rwkv_vision._csrc": "csrc"},
-    package_data={"rwkv_vision._csrc": ["wkv/*.h", "wkv/*.cpp", "wkv/*.cu"], "rwkv_vision": ["hub_data/*.txt", "samples/*", "weights/*/*"]},
+    package_data={"rwkv_vision._csrc.wkv": ["*.h", "*.cpp", "*.cu"], "rwkv_vision.hub_data": ["*.txt"],
+                  "rwkv_vision.samples": ["*.jpg", "*.json", "*.md"],
+                  "rwkv_vision.weights.ck48_rwkv_vit_nano": ["*.json", "*.safetensors", "*.md"]},
     **extension_args(),
 )
