@@ -24,20 +24,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from common import machine_info, write_result
+from common import count_flops, machine_info, write_result
 from rwkv_vision.ops import wkv_backend
 from rwkv_vision.registry import create_model
 
 MODELS = ("poster_v2", "poster_rwkv", "poster_rwkv_small")
-
-
-def count_flops(model: torch.nn.Module, size: int) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model(torch.randn(1, 3, size, size))
-    return counter.get_total_flops()
 
 
 def median_seconds(model: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
@@ -54,7 +46,7 @@ def median_seconds(model: torch.nn.Module, x: torch.Tensor, warmup: int, repeats
 def measure(name: str, batch: int, warmup: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = create_model(name, num_classes=7).eval()
-    flops = {size: count_flops(model, size) for size in (112, 224)}
+    flops = {size: count_flops(model, torch.randn(1, 3, size, size)) for size in (112, 224)}
     seconds = median_seconds(model, torch.randn(batch, 3, 224, 224), warmup, repeats)
     row = {"model": name,
            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,

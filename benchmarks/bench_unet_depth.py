@@ -26,20 +26,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from common import machine_info, write_result
+from common import count_flops, machine_info, write_result
 from rwkv_vision.models.unet_depth import ENCODERS, UNetDepth
 from rwkv_vision.ops import wkv_backend
 
 SMP_ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
-
-
-def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model(x)
-    return counter.get_total_flops()
 
 
 def forward_times(models: list[torch.nn.Module], x: torch.Tensor, warmup: int, repeats: int) -> list[list[float]]:

@@ -1,4 +1,4 @@
-"""What every benchmark script records: the machine it ran on, and the JSON file it writes."""
+"""What every benchmark script records: the machine it ran on, the JSON file it writes, and FLOP counts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def machine_info(device: str = "cpu") -> dict:
@@ -24,3 +25,12 @@ def write_result(path: str | os.PathLike, result: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one inference forward on ``x`` (torch's FlopCounterMode: convolutions and matrix products, 2 per
+    multiply-accumulate; the WKV operator and elementwise work are not counted)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops()

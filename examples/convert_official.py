@@ -18,7 +18,6 @@ model, tensor by tensor, before the script reports success. ``--set KEY=VALUE`` 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -27,18 +26,18 @@ import rwkv_vision
 from rwkv_vision.convert import load_backbone_files
 from rwkv_vision.data.fer import LABEL_ORDERS
 from rwkv_vision.hub import label_names
+from rwkv_vision.train.config import parse_value
 
 
 def _overrides(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs -> keyword arguments; values are read as the training configs read them (JSON,
+    else a string)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+        out[key] = parse_value(value)
     return out
 
 

@@ -53,11 +53,6 @@ def _open(path: str | os.PathLike) -> Image.Image:
     return ImageOps.exif_transpose(Image.open(path)).convert("RGB")
 
 
-def _find_faces(images: Sequence[str | os.PathLike]) -> dict[str, list[FaceBox]]:
-    missing = [str(p) for p in images if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
-    return {str(p): detect_faces(_open(p)) for p in images}
 
 
 def run_demo(output_dir: str | os.PathLike = "rwkv-vision-demo", images: Sequence[str | os.PathLike] | None = None,
@@ -86,14 +81,22 @@ def run_demo(output_dir: str | os.PathLike = "rwkv-vision-demo", images: Sequenc
          f"subject-independent fold. Card: {folder / 'README.md'}")
     classify = ImageClassificationPipeline(model, device, top_k)
 
-    boxes = sample_faces() if images is None else _find_faces(images)
+    if images is None:
+        boxes = sample_faces()
+    else:  # your photographs: faces found by the detector, on the photograph as it is cropped below
+        missing = [str(p) for p in images if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+        boxes = dict.fromkeys(str(p) for p in images)
     faces = []
     for path, found in boxes.items():
         name = Path(path).name
+        photo = _open(path)
+        if found is None:
+            found = detect_faces(photo)
         if not found:
             echo(f"{name}: no face found")
             continue
-        photo = _open(path)
         for i, box in enumerate(found, 1):
             crop = crop_face(photo, box)
             crop_path = out / "faces" / f"{Path(path).stem}_face{i}.png"
