@@ -68,6 +68,41 @@ def test_matches_oracle(backend, kind, T):
         _close(a, b, rtol=1e-5 if name == "y" else 2e-4 if name != "dw" else 1e-3)
 
 
+def _regime(name, B=2, T=300, C=19):
+    """Bidirectional inputs for each regime of the CPU kernel's choice between its chunked and stable formulations
+    (csrc/wkv/wkv_cpu.cpp, chunk_length): C = 19 leaves a partial 16-channel group."""
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(B, T, C, generator=g)
+    v = torch.randn(B, T, C, generator=g)
+    w = torch.randn(C, generator=g) * 0.01
+    u = torch.randn(C, generator=g)
+    if name == "short_chunks":  # |w| up to 2: chunks of 15 tokens
+        w[:3] = torch.tensor([1.5, 2.0, 0.8])
+    elif name == "wide_k":  # k over +-60 inside a chunk
+        k = k * 20
+    elif name == "large_u":  # |u| > 30: stable kernels
+        u[0] = 35.0
+    elif name == "growth":  # w < 0 with T |w| > 30: the backward, and so the training forward, stay stable
+        w = torch.randn(C, generator=g) * 0.2
+    return [t.requires_grad_() for t in (k, v, w, u)]
+
+
+@pytest.mark.parametrize("regime", ["chunked", "short_chunks", "wide_k", "large_u", "growth"])
+def test_chunked_and_stable_regimes_match_oracle(backend, regime):
+    if backend == "torch":
+        pytest.skip("the regimes are those of the compiled CPU kernel")
+    k, v, w, u = _regime(regime)
+    gy = torch.randn(k.shape, generator=torch.Generator().manual_seed(4))
+    ours = _grads(bi_wkv, k, v, w, u, gy)
+    ref = _grads(lambda *a: dense_wkv(*a, True), k, v, w, u, gy)
+    # The stable kernels' gradients lose accuracy when weights grow by e^{T |w|} (here e^{210}): 3.2e-4 on dk.
+    grad_rtol = 5e-4 if regime == "growth" else 2e-4
+    for name, a, b in zip(("y", "dk", "dv", "dw", "du"), ours, ref):
+        _close(a, b, rtol=1e-5 if name == "y" else grad_rtol)
+    with torch.no_grad():  # inference takes the chunked kernel under looser conditions than training
+        _close(bi_wkv(k, v, w, u), ref[0], rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["bi", "causal"])
 def test_gradcheck_float64(backend, kind):
     fn, _ = OPS[kind]
