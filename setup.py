@@ -28,9 +28,11 @@ def extension_args() -> dict:
     if want_cuda and torch.version.cuda is not None and CUDA_HOME is not None:
         ext = CUDAExtension("rwkv_vision._C", sources + [str(src / s) for s in cfg["CUDA_SOURCES"]],
                             extra_compile_args={"cxx": cfg["cxx_flags"]() + ["-DWITH_CUDA"],
-                                                "nvcc": cfg["nvcc_flags"]()})
+                                                "nvcc": cfg["nvcc_flags"]()},
+                            extra_link_args=cfg["ld_flags"]())
     else:
-        ext = CppExtension("rwkv_vision._C", sources, extra_compile_args={"cxx": cfg["cxx_flags"]()})
+        ext = CppExtension("rwkv_vision._C", sources, extra_compile_args={"cxx": cfg["cxx_flags"]()},
+                           extra_link_args=cfg["ld_flags"]())
     return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension}}
 
 

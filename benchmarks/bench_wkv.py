@@ -6,7 +6,8 @@ For T in {196, 1024, 4096, 16384}, C in {192, 384}, B = 4, fp32: median time of 
 compiled backend ("cpp" on CPU, "cuda" on GPU) and the pure-PyTorch path. Bandwidth counts the bytes the forward
 must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares them with torch's tensor copy
 (read + write) of a buffer of the same size on the same machine. The growth ratio time(T=16384) / time(T=4096)
-(C = 192) is measured separately, with the two lengths interleaved (median of per-repeat ratios). Last,
+(C = 192) is measured separately, with the two lengths interleaved (median of per-repeat ratios). The forward's
+cost per element at the shortest and the longest T, on one thread and on all, shows where its time goes. Last,
 torch.profiler splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and
 the rest (median of single-call profiles).
 """
@@ -110,6 +111,28 @@ def growth_ratios(namespace: str, B: int, C: int, device: str, repeats: int, sho
     return {kind: statistics.median(values) for kind, values in ratios.items()}
 
 
+def forward_profile(namespace: str, B: int, C: int, device: str, repeats: int, lengths) -> list[dict]:
+    """Where the forward's time goes: nanoseconds per element (B*T*C) at the shortest length (whose inputs fit in
+    cache) and the longest, on one thread and on all of them (medians of back-to-back repeats). In cache the time is
+    the kernel's arithmetic; what a long input adds is memory traffic; the thread ratio shows how far cores scale."""
+    threads = torch.get_num_threads()
+    calls = {T: make_calls(namespace, B, T, C, device)[0] for T in lengths}
+    run = timer(device)
+    rows = []
+    try:
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            for T, fn in calls.items():
+                fn()  # back to back after a warm-up, so that a short input stays in cache
+                rows.append({"threads": n, "T": T, "ns_per_element": run(fn, repeats) / (B * T * C) * 1e9})
+    finally:
+        torch.set_num_threads(threads)
+    for r in rows:
+        print(f"forward profile: {r['threads']} thread(s), T={r['T']:>5}: {r['ns_per_element']:.2f} ns per element",
+              flush=True)
+    return rows
+
+
 def block_share(res_list, C: int, batch: int, device: str, repeats: int) -> list[dict]:
     """Share of one RWKV block's forward time spent in the WKV op (torch.profiler), at each image resolution: the
     median over ``repeats`` calls, each profiled on its own.
@@ -198,6 +221,8 @@ def main(argv=None) -> dict:
             summary["time_ratio_T16384_over_T4096_fwd"] = growth["fwd"]
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
             summary["forward_bandwidth_fraction_of_clone_T16384_C192"] = b["forward_GBps"] * 1e9 / clone_bw
+    profile = (forward_profile(compiled, args.B, 192, args.device, max(args.repeats, 9), (min(args.T), max(args.T)))
+               if args.device == "cpu" and len(args.T) > 1 else [])
     blocks = block_share(args.block_res, 192, 1, args.device, args.repeats) if args.block_res else []
     if blocks:
         summary["max_wkv_share_of_block"] = max(r["wkv_share"] for r in blocks)
@@ -205,7 +230,8 @@ def main(argv=None) -> dict:
         print(f"{key}: {value:.2f}")
     result = {
         "machine": machine_info(args.device),
-        "copy_bandwidth_GBps": copy_bw / 1e9, "clone_bandwidth_GBps": clone_bw / 1e9, "rows": rows, "block_share": blocks, "summary": summary,
+        "copy_bandwidth_GBps": copy_bw / 1e9, "clone_bandwidth_GBps": clone_bw / 1e9, "rows": rows,
+        "forward_profile": profile, "block_share": blocks, "summary": summary,
     }
     write_result(args.out, result)
     return result

@@ -43,6 +43,13 @@ def wkv_section(d: dict) -> str:
            f"{d['copy_bandwidth_GBps']:.2f} GB/s"
            + (f"; allocating copy (`src.clone()`, what an out-of-place op pays for its output pages): "
               f"{d['clone_bandwidth_GBps']:.2f} GB/s." if "clone_bandwidth_GBps" in d else "."), ""]
+    if d.get("forward_profile"):
+        out += ["Where the compiled forward's time goes (B = 4, C = 192; nanoseconds per element, medians): at the "
+                "shortest T the inputs fit in cache, so the time is the kernel's arithmetic; the longest adds the memory "
+                "traffic. "
+                "The copy bandwidth above would allow 3 * 4 bytes / (copy GB/s) per element.", "",
+                table(["threads", "T", "ns per element"],
+                      [[r["threads"], r["T"], f"{r['ns_per_element']:.2f}"] for r in d["forward_profile"]]), ""]
     if d.get("block_share"):
         out += ["WKV's share of one RWKVViT-T block's forward time (torch.profiler, batch 1, fp32):", "",
                 table(["resolution", "tokens", "block ms", "WKV ms", "WKV share"],

@@ -14,6 +14,8 @@ def test_wkv_benchmark_writes_json(tmp_path):
     assert "torch" in backends and len(result["rows"]) == 2 * len(backends)
     assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in result["rows"])
     assert result["copy_bandwidth_GBps"] > 0 and 0 < result["block_share"][0]["wkv_share"] < 1
+    assert {(r["threads"], r["T"]) for r in result["forward_profile"]} >= {(1, 8), (1, 33)}
+    assert all(r["ns_per_element"] > 0 for r in result["forward_profile"])
 
 
 def test_model_benchmark_measures_a_point_in_a_subprocess(tmp_path):

@@ -1,7 +1,7 @@
 // CPU WKV kernels: parallel over (batch, block of channels), scanning tokens; channels are innermost and
 // contiguous, so the per-channel math of wkv_math.h vectorises ('#pragma omp simd' with its inlined wexp and wlog).
 // Two formulations of the same sums: the stable kernels (any w and u, both ops) rescale every running sum at every
-// token; the chunked kernels (bidirectional op, moderate w and u: every Vision-RWKV layer) fix one exponent frame
+// token; the chunked kernels (bidirectional op, moderate w and u, as Vision-RWKV passes) fix one exponent frame
 // per chunk of tokens, which takes the exponentials off the scans' dependency chains. See chunk_length().
 #include "wkv_cpu.h"
 
@@ -200,12 +200,12 @@ void backward_stable(const scalar_t* gy, const scalar_t* k, const scalar_t* v, c
 
 // ---- Chunked kernels ---------------------------------------------------------------------------------------------
 // The stable kernels above take an exponential inside every step of every scan (the running maximum changes per
-// token), which puts exp on the scans' dependency chains: they need wide channel blocks to hide its latency, and wide
-// blocks outgrow the cache at large T. When |w| and |u| are moderate (all Vision-RWKV layers), the chunked kernels
-// instead fix one reference exponent (a "frame") per chunk of L tokens and channel: inside a chunk every token's
-// term is e^{x_t - frame} with x_t its exponent, and the scans are plain multiply-adds with the constant decay e^{-w}.
-// No exponential depends on a scan's state, so one group of 16 channels (one cache line of a row, one vector) is
-// a whole work item: its state stays in vector registers and its rows stay in cache between the passes.
+// token), so exp sits on the scans' dependency chains. When |w| and |u| are moderate (Vision-RWKV passes decay / T),
+// the chunked kernels instead fix one reference exponent (a "frame") per chunk of L tokens and channel: inside a
+// chunk every token's term is e^{x_t - frame} with x_t its exponent, and the scans are plain multiply-adds with the
+// constant decay e^{-w}; no exponential depends on a scan's state. A work item goes chunk by chunk and, within a
+// chunk, group by group (16 channels: one cache line of a row): a group's sums stay in vector registers for the
+// chunk's tokens, and the chunk's rows stay in cache between its sweeps.
 //
 // Frames keep every value representable without losing precision that matters. The frame is the largest exponent
 // among the chunk's tokens and the incoming sums, and |w| L <= kRange, so every in-frame value is at most
@@ -451,95 +451,122 @@ void forward_chunked(const scalar_t* k, const scalar_t* v, const F* w_in, const 
   }
 }
 
-// Bidirectional backward of one (batch, channel block), in the two passes of backward_stable, chunk by chunk with
-// every group of the block per chunk. kv: sums over keys e^{k_i} (v_i, 1) and their distance moments (q1, q2), for
-// dw; g: sums over outputs e^{-lse_t} g_t (1, y_t), for dk and dv. In a chunk, kv is in the frame kframe
-// (e^{k_t - kframe} <= 1) and g in gframe (e^{-lse_t - gframe} <= 1); cross = e^{kframe + gframe} turns a product of
-// the two back into a softmax weight. Every softmax weight is <= 1, which bounds cross by e^{2 kRange} under
-// chunk_length's conditions.
+// Bytes of the backward's arrays (k, v, gy, y, lse, dv, dk) per work item that a super-chunk may span: the share of
+// a last-level cache that keeps a super-chunk's rows resident from its reverse pass to its forward pass.
+constexpr int64_t kSuperChunkBytes = 8 << 20;
+
+// Bidirectional backward of one (batch, channel block): the two passes of backward_stable, cache-blocked. A first
+// reverse pass over the whole sequence only carries the sums and keeps them at every super-chunk boundary; then
+// each super-chunk, in order, runs the full reverse pass from its boundary and the full forward pass, so that the
+// forward pass finds the super-chunk's rows (and the reverse pass's partial dv, dk) in cache at any T. Within a
+// super-chunk the work goes chunk by chunk and, per chunk, group by group.
+//
+// kv: sums over keys e^{k_i} (v_i, 1) and their distance moments (q1, q2), for dw; g: sums over outputs
+// e^{-lse_t} g_t (1, y_t), for dk and dv. In a chunk, kv is in the frame kframe (e^{k_t - kframe} <= 1) and g in
+// gframe (e^{-lse_t - gframe} <= 1); cross = e^{kframe + gframe} turns a product of the two back into a softmax
+// weight. Every softmax weight is <= 1, which bounds cross by e^{2 kRange} under chunk_length's conditions.
 template <typename scalar_t, typename F>
 void backward_chunked(const scalar_t* gy, const scalar_t* k, const scalar_t* v, const F* w_in, const F* u_in,
                       const scalar_t* y, const F* lse, F* dk, F* dv, F* dw, F* du, const Shape& s, int64_t n,
                       int64_t base, int64_t L) {
   constexpr int64_t W = kGroup<F>;
+  constexpr int64_t kSums = 8;  // a1 a2 q1 q2 ko g1 g2 go
   const int64_t T = s.T, C = s.C, chunks = (T + L - 1) / L, groups = (n + W - 1) / W;
-  GroupState<F> params(groups, 3), state(groups, 10);  // a1 a2 q1 q2 ko g1 g2 go dw du
+  const int64_t per_super = std::max<int64_t>(1, kSuperChunkBytes / (7 * 4 * n * L));  // chunks per super-chunk
+  const int64_t supers = (chunks + per_super - 1) / per_super;
+  GroupState<F> params(groups, 3), acc(groups, 2), rsums(groups, kSums), fsums(groups, kSums);
+  GroupState<F> saved(groups * supers, kSums);  // reverse sums after each super-chunk
+  auto reset = [&](GroupState<F>& sums) {
+    for (int64_t g = 0; g < groups; ++g) {
+      std::fill_n(sums(g, 0), 4 * W, F(0)), std::fill_n(sums(g, 4), W, F(kEmpty));
+      std::fill_n(sums(g, 5), 2 * W, F(0)), std::fill_n(sums(g, 7), W, F(kEmpty));
+    }
+  };
   for (int64_t g = 0; g < groups; ++g) {
     group_params(w_in + g * W, u_in + g * W, std::min(W, n - g * W), params(g, 0), params(g, 1), params(g, 2));
-    std::fill_n(state(g, 8), 2 * W, F(0));
+    std::fill_n(acc(g, 0), 2 * W, F(0));
   }
   alignas(64) F kframe[W], kend[W], gframe[W], gend[W], cross[W], dvt[W], dkt[W];
   alignas(64) F a1[W], a2[W], q1[W], q2[W], ko[W], g1[W], g2[W], go[W], dw_acc[W], du_acc[W];
-  auto pass = [&](auto forward_tag) {
-    constexpr bool kForward = decltype(forward_tag)::value;
+  F* const local[] = {a1, a2, q1, q2, ko, g1, g2, go, dw_acc, du_acc};
+  enum Mode { kSumsOnly, kReverse, kForward };
+  // One chunk j of one pass for every group, with the pass's sums in `sums`.
+  auto chunk = [&](GroupState<F>& sums, int64_t j, auto mode_tag) {
+    constexpr Mode kMode = decltype(mode_tag)::value;
+    constexpr bool kFwd = kMode == kForward;
+    const int64_t t0 = j * L, t1 = std::min(T, t0 + L), next = kFwd ? t1 : t0 - L;
+    prefetch_rows(next, std::min(T, next + L), C, n, k + base, v + base, gy + base, y + base, lse + base);
     for (int64_t g = 0; g < groups; ++g) {
-      std::fill_n(state(g, 0), 4 * W, F(0)), std::fill_n(state(g, 4), W, F(kEmpty));
-      std::fill_n(state(g, 5), 2 * W, F(0)), std::fill_n(state(g, 7), W, F(kEmpty));
-    }
-    for (int64_t i = 0; i < chunks; ++i) {
-      const int64_t j = kForward ? i : chunks - 1 - i, t0 = j * L, t1 = std::min(T, t0 + L);
-      const int64_t next = kForward ? t1 : t0 - L;
-      if (i == 0) prefetch_rows(t0, t1, C, n, k + base, v + base, gy + base, y + base, lse + base);
-      prefetch_rows(next, std::min(T, next + L), C, n, k + base, v + base, gy + base, y + base, lse + base);
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t m = std::min(W, n - g * W), col = base + g * W;
-        const F *w = params(g, 0), *decay = params(g, 1), *eu = params(g, 2);
-        GroupRows<scalar_t, F> krow{k + col, C, m}, vrow{v + col, C, m}, grow{gy + col, C, m}, yrow{y + col, C, m};
-        GroupRows<F, F> lrow{lse + col, C, m}, dvrow{dv + col, C, m}, dkrow{dk + col, C, m};
-        const GroupOut<F> dvout{dv + col, C, m}, dkout{dk + col, C, m};
-        F* const local[] = {a1, a2, q1, q2, ko, g1, g2, go, dw_acc, du_acc};
-        for (int64_t a = 0; a < 10; ++a) copy_groups(state(g, a), local[a]);
-        chunk_bounds<!kForward>(krow, F(1), ko, w, t0, t1, kframe, kend, vrow, grow);
-        chunk_bounds<!kForward>(lrow, F(-1), go, w, t0, t1, gframe, gend, yrow);
-        rebase(ko, kframe, a1, a2, q1, q2);
-        rebase(go, gframe, g1, g2);
+      const int64_t m = std::min(W, n - g * W), col = base + g * W;
+      const F *w = params(g, 0), *decay = params(g, 1), *eu = params(g, 2);
+      GroupRows<scalar_t, F> krow{k + col, C, m}, vrow{v + col, C, m}, grow{gy + col, C, m}, yrow{y + col, C, m};
+      GroupRows<F, F> lrow{lse + col, C, m}, dvrow{dv + col, C, m}, dkrow{dk + col, C, m};
+      const GroupOut<F> dvout{dv + col, C, m}, dkout{dk + col, C, m};
+      for (int64_t a = 0; a < kSums; ++a) copy_groups(sums(g, a), local[a]);
+      copy_groups(acc(g, 0), dw_acc), copy_groups(acc(g, 1), du_acc);
+      chunk_bounds<!kFwd>(krow, F(1), ko, w, t0, t1, kframe, kend, vrow, grow);
+      chunk_bounds<!kFwd>(lrow, F(-1), go, w, t0, t1, gframe, gend, yrow);
+      rebase(ko, kframe, a1, a2, q1, q2);
+      rebase(go, gframe, g1, g2);
 #pragma omp simd
-        for (int64_t c = 0; c < W; ++c) cross[c] = wexp(kframe[c] + gframe[c]);
-        for (int64_t step = 0; step < t1 - t0; ++step) {
-          const int64_t t = kForward ? t0 + step : t1 - 1 - step;
-          const F *kt = krow(t), *vt = vrow(t), *gt = grow(t), *yt = yrow(t), *lt = lrow(t);
-          const F* dv_in = kForward ? dvrow(t) : nullptr;
-          const F* dk_in = kForward ? dkrow(t) : nullptr;
-          // The token's dw term from the key sums, then it enters them; its dv and dk shares from the output sums,
-          // then it enters those; the forward pass adds its own u term and the reverse pass's shares.
+      for (int64_t c = 0; c < W; ++c) cross[c] = wexp(kframe[c] + gframe[c]);
+      for (int64_t step = 0; step < t1 - t0; ++step) {
+        const int64_t t = kFwd ? t0 + step : t1 - 1 - step;
+        const F *kt = krow(t), *vt = vrow(t), *gt = grow(t), *yt = yrow(t), *lt = lrow(t);
+        const F* dv_in = kFwd ? dvrow(t) : nullptr;
+        const F* dk_in = kFwd ? dkrow(t) : nullptr;
+        // The token's dw term from the key sums, then it enters them; its dv and dk shares from the output sums,
+        // then it enters those; the forward pass adds its own u term and the reverse pass's shares.
 #pragma omp simd
-          for (int64_t c = 0; c < W; ++c) {
-            const F ek = wexp(kt[c] - kframe[c]), el = wexp(-lt[c] - gframe[c]);
-            const F ekg = ek * cross[c], gel = el * gt[c];
-            dw_acc[c] -= gel * cross[c] * (q1[c] - yt[c] * q2[c]);
-            q1[c] = decay[c] * (q1[c] + a1[c]);
-            q2[c] = decay[c] * (q2[c] + a2[c]);
-            a1[c] = decay[c] * a1[c] + ek * vt[c];
-            a2[c] = decay[c] * a2[c] + ek;
-            F dvc = ekg * g1[c], gyc = ekg * g2[c];
-            g1[c] = decay[c] * g1[c] + gel;
-            g2[c] = decay[c] * g2[c] + gel * yt[c];
-            if constexpr (kForward) {
-              const F sg = eu[c] * ekg * gel;  // e^{u + k_t - lse_t} g_t
-              dvc += dv_in[c] + sg;
-              gyc += dk_in[c] + sg * yt[c];
-              du_acc[c] += sg * (vt[c] - yt[c]);
-              dvt[c] = dvc;
-              dkt[c] = vt[c] * dvc - gyc;
-            } else {
-              dvt[c] = dvc;
-              dkt[c] = gyc;  // sum s*g*y until the forward pass completes dk
-            }
+        for (int64_t c = 0; c < W; ++c) {
+          const F ek = wexp(kt[c] - kframe[c]), el = wexp(-lt[c] - gframe[c]);
+          const F ekg = ek * cross[c], gel = el * gt[c];
+          if constexpr (kMode != kSumsOnly) dw_acc[c] -= gel * cross[c] * (q1[c] - yt[c] * q2[c]);
+          q1[c] = decay[c] * (q1[c] + a1[c]);
+          q2[c] = decay[c] * (q2[c] + a2[c]);
+          a1[c] = decay[c] * a1[c] + ek * vt[c];
+          a2[c] = decay[c] * a2[c] + ek;
+          F dvc = ekg * g1[c], gyc = ekg * g2[c];
+          g1[c] = decay[c] * g1[c] + gel;
+          g2[c] = decay[c] * g2[c] + gel * yt[c];
+          if constexpr (kFwd) {
+            const F sg = eu[c] * ekg * gel;  // e^{u + k_t - lse_t} g_t
+            dvc += dv_in[c] + sg;
+            gyc += dk_in[c] + sg * yt[c];
+            du_acc[c] += sg * (vt[c] - yt[c]);
+            dvt[c] = dvc;
+            dkt[c] = vt[c] * dvc - gyc;
+          } else {
+            dvt[c] = dvc;
+            dkt[c] = gyc;  // sum s*g*y until the forward pass completes dk
           }
-          dvout(t, dvt);
-          dkout(t, dkt);
         }
-        rebase(ko, kend, a1, a2, q1, q2);
-        rebase(go, gend, g1, g2);
-        for (int64_t a = 0; a < 10; ++a) copy_groups(local[a], state(g, a));
+        if constexpr (kMode != kSumsOnly) dvout(t, dvt), dkout(t, dkt);
       }
+      rebase(ko, kend, a1, a2, q1, q2);
+      rebase(go, gend, g1, g2);
+      for (int64_t a = 0; a < kSums; ++a) copy_groups(local[a], sums(g, a));
+      if constexpr (kMode != kSumsOnly) copy_groups(dw_acc, acc(g, 0)), copy_groups(du_acc, acc(g, 1));
     }
   };
-  pass(std::false_type{});  // keys after t, outputs after i
-  pass(std::true_type{});   // keys before t, outputs before i, own term
+  using SumsOnly = std::integral_constant<Mode, kSumsOnly>;
+  using Reverse = std::integral_constant<Mode, kReverse>;
+  using Forward = std::integral_constant<Mode, kForward>;
+  reset(rsums), reset(fsums);
+  for (int64_t sc = supers - 1; sc >= 0; --sc) {  // reverse sums at every super-chunk's end
+    copy_groups(rsums(0, 0), saved(sc * groups, 0), groups * kSums);
+    if (sc > 0)
+      for (int64_t j = std::min(chunks, (sc + 1) * per_super) - 1; j >= sc * per_super; --j) chunk(rsums, j, SumsOnly{});
+  }
+  for (int64_t sc = 0; sc < supers; ++sc) {
+    const int64_t j0 = sc * per_super, j1 = std::min(chunks, j0 + per_super);
+    copy_groups(saved(sc * groups, 0), rsums(0, 0), groups * kSums);
+    for (int64_t j = j1 - 1; j >= j0; --j) chunk(rsums, j, Reverse{});
+    for (int64_t j = j0; j < j1; ++j) chunk(fsums, j, Forward{});
+  }
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t m = std::min(W, n - g * W);
-    std::copy_n(state(g, 8), m, dw + g * W), std::copy_n(state(g, 9), m, du + g * W);
+    std::copy_n(acc(g, 0), m, dw + g * W), std::copy_n(acc(g, 1), m, du + g * W);
   }
 }
 

@@ -69,6 +69,7 @@ def _jit_name(with_cuda: bool) -> tuple[str, list[str], dict]:
     kwargs = {
         "extra_cflags": build_config.cxx_flags() + (["-DWITH_CUDA"] if with_cuda else []),
         "extra_cuda_cflags": build_config.nvcc_flags() if with_cuda else None,
+        "extra_ldflags": build_config.ld_flags(),
     }
     digest.update(repr((kwargs, torch.__version__, os.environ.get("TORCH_CUDA_ARCH_LIST"))).encode())
     name = f"rwkv_vision_wkv_{'cuda' if with_cuda else 'cpu'}_{digest.hexdigest()[:10]}"
@@ -121,10 +122,10 @@ def jit_build(with_cuda: bool, timeout: float | None = None) -> str:
         "import sys, json; from torch.utils.cpp_extension import load; "
         "a = json.loads(sys.argv[1]); "
         "load(name=a['name'], sources=a['sources'], build_directory=a['dir'], is_python_module=False, "
-        "verbose=True, extra_cflags=a['cflags'], extra_cuda_cflags=a['cuda_cflags'])"
+        "verbose=True, extra_cflags=a['cflags'], extra_cuda_cflags=a['cuda_cflags'], extra_ldflags=a['ldflags'])"
     )
     args = json.dumps({"name": name, "sources": sources, "dir": str(build_dir), "cflags": kwargs["extra_cflags"],
-                       "cuda_cflags": kwargs["extra_cuda_cflags"]})
+                       "cuda_cflags": kwargs["extra_cuda_cflags"], "ldflags": kwargs["extra_ldflags"]})
     env = dict(os.environ)
     if with_cuda:
         if cuda_home() is None:
