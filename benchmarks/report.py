@@ -44,12 +44,18 @@ def wkv_section(d: dict) -> str:
            + (f"; allocating copy (`src.clone()`, what an out-of-place op pays for its output pages): "
               f"{d['clone_bandwidth_GBps']:.2f} GB/s." if "clone_bandwidth_GBps" in d else "."), ""]
     if d.get("forward_profile"):
+        prof = d["forward_profile"]
+        most = max(r["threads"] for r in prof)
+        short = min((r for r in prof if r["threads"] == most), key=lambda r: r["T"])
+        at_copy = 3 * 4 / d["copy_bandwidth_GBps"]  # ns per element to move k, v and y at copy bandwidth
         out += ["Where the compiled forward's time goes (B = 4, C = 192; nanoseconds per element, medians): at the "
-                "shortest T the inputs fit in cache, so the time is the kernel's arithmetic; the longest adds the memory "
-                "traffic. "
-                "The copy bandwidth above would allow 3 * 4 bytes / (copy GB/s) per element.", "",
+                "shortest T the inputs fit in cache, so the time is the kernel's arithmetic; the longest adds the "
+                "memory traffic.", "",
                 table(["threads", "T", "ns per element"],
-                      [[r["threads"], r["T"], f"{r['ns_per_element']:.2f}"] for r in d["forward_profile"]]), ""]
+                      [[r["threads"], r["T"], f"{r['ns_per_element']:.2f}"] for r in prof]), "",
+                f"Moving an element's 12 bytes (read k and v, write y) at copy bandwidth takes {at_copy:.2f} ns, so "
+                f"50% of copy bandwidth means {2 * at_copy:.2f} ns per element; the arithmetic alone, in cache on "
+                f"{most} threads, takes {short['ns_per_element']:.2f} ns.", ""]
     if d.get("block_share"):
         out += ["WKV's share of one RWKVViT-T block's forward time (torch.profiler, batch 1, fp32):", "",
                 table(["resolution", "tokens", "block ms", "WKV ms", "WKV share"],
