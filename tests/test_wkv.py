@@ -268,6 +268,21 @@ def test_backward_without_lse_is_explained():
         y.sum().backward()
 
 
+def test_backward_allocates_no_gradient_for_lse(backend):
+    """lse gets no gradient: autograd must not build a k-sized zero tensor for it on every backward."""
+    from torch.profiler import ProfilerActivity, profile
+
+    k, v, w, u = _inputs(2, 512, 64)
+    y = bi_wkv(k, v, w, u)
+    gy = torch.randn_like(y)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        grads = torch.autograd.grad(y, (k, v, w, u), gy)
+    zero_fills = [e.cpu_memory_usage for e in prof.events()
+                  if e.name in ("aten::zeros", "aten::zeros_like") and e.cpu_memory_usage >= k.nbytes]
+    assert zero_fills == [], f"backward allocated k-sized zero tensors: {zero_fills} bytes"
+    assert all(g is not None and g.shape == t.shape for g, t in zip(grads, (k, v, w, u)))
+
+
 # ---- CUDA ---------------------------------------------------------------------------------------------------------
 
 def _cuda_toolkit():

@@ -43,6 +43,8 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(k, v, w, u, y, lse)
     ctx.bidirectional = bidirectional
     ctx.mark_non_differentiable(lse)
+    # lse never receives a gradient; without this autograd would build a zero tensor the size of k for it.
+    ctx.set_materialize_grads(False)
 
 
 def _make_backward(backward_op):
@@ -51,8 +53,8 @@ def _make_backward(backward_op):
         if lse.numel() == 0:
             raise RuntimeError("WKV backward needs the forward to run with need_lse=True "
                                "(rwkv_vision.ops.bi_wkv sets it when an input requires grad)")
-        if gy is None:
-            gy = torch.zeros_like(y)
+        if gy is None:  # y took no part in the loss: every gradient is zero
+            return None, None, None, None, None, None
         dk, dv, dw, du = backward_op(gy, k, v, w, u, y, lse, ctx.bidirectional)
         return dk, dv, dw, du, None, None
     return backward
