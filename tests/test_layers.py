@@ -152,6 +152,30 @@ def test_rwkv_block_options_and_backward():
         later(x, (4, 4))
 
 
+def test_in_place_inference_path_matches_autograd_path():
+    """The mixers compute in place when autograd records nothing: same output as with autograd, input untouched,
+    and with autograd the gradients equal those of the out-of-place formula."""
+    torch.manual_seed(0)
+    block = RWKVBlock(8, layer_id=1, depth=2, key_norm=True).eval()
+    x, hw = torch.randn(2, 12, 8), (3, 4)
+    x_before = x.clone()
+    with torch.inference_mode():
+        inferred = block(x, hw)
+    assert torch.equal(x, x_before)
+    xg = x.clone().requires_grad_()
+    out = block(xg, hw)
+    torch.testing.assert_close(inferred, out, atol=0, rtol=0)
+
+    ffn = block.ffn
+    gy = torch.randn_like(out)
+    grads = torch.autograd.grad(ffn(xg, hw), (xg, ffn.key.weight, ffn.receptance.weight), gy)
+    xx = q_shift(xg, hw)
+    k = ffn.key_norm(torch.relu(ffn.key(_mixed(xg, xx, ffn.spatial_mix_k))) ** 2)
+    ref = torch.sigmoid(ffn.receptance(_mixed(xg, xx, ffn.spatial_mix_r))) * ffn.value(k)
+    for got, want in zip(grads, torch.autograd.grad(ref, (xg, ffn.key.weight, ffn.receptance.weight), gy)):
+        torch.testing.assert_close(got, want)
+
+
 # -- attention block --------------------------------------------------------------------------------------------------
 
 def test_attention_is_scaled_softmax_attention():

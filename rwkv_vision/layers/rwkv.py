@@ -103,7 +103,7 @@ class SpatialMix(nn.Module):
             xr = torch.lerp(xx, x, self.spatial_mix_r)
         else:
             xk = xv = xr = x
-        k, v, sr = self.key(xk), self.value(xv), torch.sigmoid(self.receptance(xr))
+        k, v, sr = self.key(xk), self.value(xv), torch.sigmoid_(self.receptance(xr))
         if self.causal:
             y = causal_wkv(k, v, torch.exp(self.spatial_decay), self.spatial_first)
         else:
@@ -111,7 +111,7 @@ class SpatialMix(nn.Module):
             y = bi_wkv(k, v, self.spatial_decay / T, self.spatial_first / T)
         if self.key_norm is not None:
             y = self.key_norm(y)
-        return self.output(sr * y)
+        return self.output(_gate(sr, y))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, layer_id={self.layer_id}, depth={self.depth}, causal={self.causal}"
@@ -171,11 +171,14 @@ class ChannelMix(nn.Module):
             xr = torch.lerp(xx, x, self.spatial_mix_r)
         else:
             xk = xr = x
-        k = torch.relu(self.key(xk))
-        k = k * k  # not torch.square: it dispatches to pow, several times slower on CPU
+        # In place where autograd allows (relu keeps only its output for backward; the square needs its input): the
+        # hidden activation is 4C wide, and at high resolution a fresh buffer of it costs more in page faults than
+        # the arithmetic. k * k, not torch.square: square dispatches to pow, several times slower on CPU.
+        k = torch.relu_(self.key(xk))
+        k = k * k if k.requires_grad else k.mul_(k)
         if self.key_norm is not None:
             k = self.key_norm(k)
-        return torch.sigmoid(self.receptance(xr)) * self.value(k)
+        return _gate(torch.sigmoid_(self.receptance(xr)), self.value(k))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, layer_id={self.layer_id}, depth={self.depth}"
@@ -234,6 +237,11 @@ class RWKVBlock(nn.Module):
             x = x + self.drop_path(_scale(self.att(self.ln1(x), hw), self.gamma1))
             x = x + self.drop_path(_scale(self.ffn(self.ln2(x), hw), self.gamma2))
         return x
+
+
+def _gate(r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """r * y, written into r when autograd records neither (inference): saves a [B, N, C] buffer per call."""
+    return r * y if r.requires_grad or y.requires_grad else r.mul_(y)
 
 
 def _scale(x: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
