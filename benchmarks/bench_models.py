@@ -1,7 +1,8 @@
 """Model scaling benchmark: RWKVViT-T (Bi-WKV) against the same-size attention RWKVViT and timm's DeiT-Tiny.
 
     python benchmarks/bench_models.py [--device cpu|cuda] [--res 224 384 512 768 1024 1536] [--batch 1 8]
-                                      [--dtype fp32 bf16] [--train-res 224 512] [--out benchmarks/results/models.json]
+                                      [--dtype fp32 bf16] [--train-res 224 512] [--ratio-res 224 1024]
+                                      [--out benchmarks/results/models.json]
 
 Every point (model, resolution, batch, dtype) runs in a fresh subprocess, so that its peak memory is its own:
 inference images/s is the median of timed repeats after a warm-up call; peak memory is the peak resident set size
@@ -9,6 +10,11 @@ inference images/s is the median of timed repeats after a warm-up call; peak mem
 was in use before it (the weights): activations, workspace and, for training, gradients and optimiser state. Training step time
 (forward, backward, AdamW step) is measured the same way at ``--train-res``. Models have random weights.
 Points above ``--budget`` seconds per call are stopped after one timed call (reported with repeats=1).
+
+The speed ratios of the targets (RWKV over attention at ``--ratio-res``, every batch and dtype) are measured apart
+from the table, with both models in one subprocess and their calls alternated: each round times one call of each
+and gives one ratio, and the median ratio is reported. A slow spell of a shared machine then hits both models alike;
+two separately timed points can differ by more than the effect being measured.
 """
 
 from __future__ import annotations
@@ -112,6 +118,37 @@ def run_point(model_name: str, res: int, batch: int, dtype: str, device: str, mo
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
+def run_pair(res: int, batch: int, dtype: str, device: str, repeats: int, budget: float) -> dict:
+    """rwkv_vit_tiny against rwkv_vit_tiny_attention at one point, inference, calls alternated (see module doc)."""
+    torch.manual_seed(0)
+    models = {name: build(name, res).to(device).eval() for name in ("rwkv_vit_tiny", "rwkv_vit_tiny_attention")}
+    x = torch.randn(batch, 3, res, res, device=device)
+
+    def timed(model) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            model(x)
+        _sync(device)
+        return time.perf_counter() - start
+
+    warm = sum(timed(m) for m in models.values())
+    rounds = [{name: timed(m) for name, m in models.items()} for _ in range(1 if warm > budget else repeats)]
+    return {"res": res, "batch": batch, "dtype": dtype, "repeats": len(rounds),
+            "rwkv_ms": 1e3 * statistics.median(r["rwkv_vit_tiny"] for r in rounds),
+            "attention_ms": 1e3 * statistics.median(r["rwkv_vit_tiny_attention"] for r in rounds),
+            "speed_ratio": statistics.median(r["rwkv_vit_tiny_attention"] / r["rwkv_vit_tiny"] for r in rounds)}
+
+
+def spawn_pair(args: argparse.Namespace, res: int, batch: int, dtype: str) -> dict:
+    cmd = [sys.executable, __file__, "--pair", str(res), str(batch), dtype, "--device", args.device,
+           "--repeats", str(args.repeats), "--budget", str(args.budget)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"res": res, "batch": batch, "dtype": dtype, "error": tail[0]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def spawn(args: argparse.Namespace, model: str, res: int, batch: int, dtype: str, mode: str) -> dict:
     cmd = [sys.executable, __file__, "--point", model, str(res), str(batch), dtype, mode, "--device", args.device,
            "--repeats", str(args.repeats), "--budget", str(args.budget)]
@@ -131,12 +168,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--train-res", type=int, nargs="*", default=[224, 512])
     parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--ratio-res", type=int, nargs="*", default=[224, 1024],
+                        help="resolutions of the alternated RWKV / attention speed ratios")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per call above which one call is timed")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per point before it is abandoned")
     parser.add_argument("--out", default="benchmarks/results/models.json")
     parser.add_argument("--point", nargs=5, metavar=("MODEL", "RES", "BATCH", "DTYPE", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--pair", nargs=3, metavar=("RES", "BATCH", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.pair:
+        res, batch, dtype = args.pair
+        print(json.dumps(run_pair(int(res), int(batch), dtype, args.device, args.repeats, args.budget)))
+        return {}
 
     if args.point:
         model, res, batch, dtype, mode = args.point
@@ -168,20 +213,30 @@ def main(argv=None) -> dict:
         return next((r for r in rows if (r["model"], r["res"], r["batch"], r["dtype"], r["mode"]) ==
                      (model, res, batch, dtype, mode) and "error" not in r), None)
 
-    summary = {}
+    pairs = []
+    for res in args.ratio_res:
+        for batch in args.batch:
+            for dtype in args.dtype:
+                pair = spawn_pair(args, res, batch, dtype)
+                pairs.append(pair)
+                if "error" in pair:
+                    print(f"rwkv / attention {res:>5}px b{batch} {dtype}: FAILED {pair['error']}", flush=True)
+                else:
+                    print(f"rwkv / attention {res:>5}px b{batch} {dtype}: {pair['speed_ratio']:.2f}x speed "
+                          f"({pair['rwkv_ms']:.1f} vs {pair['attention_ms']:.1f} ms, alternated x{pair['repeats']})",
+                          flush=True)
+
+    summary = {f"speed_rwkv_over_attention_{p['res']}px_b{p['batch']}_{p['dtype']}": p["speed_ratio"]
+               for p in pairs if "error" not in p}
     for batch in args.batch:
         for dtype in args.dtype:
-            for res in (224, 1024):
-                a, b = get("rwkv_vit_tiny", res, batch, dtype), get("rwkv_vit_tiny_attention", res, batch, dtype)
-                if a and b:
-                    summary[f"speed_rwkv_over_attention_{res}px_b{batch}_{dtype}"] = a["images_per_s"] / b["images_per_s"]
             a, b = get("rwkv_vit_tiny", 768, batch, dtype), get("rwkv_vit_tiny", 1536, batch, dtype)
             if a and b:
                 summary[f"peak_mem_ratio_1536_over_768_b{batch}_{dtype}"] = b["peak_mem_MiB"] / a["peak_mem_MiB"]
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
     result = {"machine": machine_info(args.device), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-              "rows": rows, "summary": summary}
+              "rows": rows, "pairs": pairs, "summary": summary}
     write_result(args.out, result)
     return result
 

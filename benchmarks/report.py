@@ -80,10 +80,18 @@ def models_section(d: dict) -> str:
                 table(["model", "resolution", "batch", "ms / step", "peak MiB"],
                       [[r["model"], r["res"], r["batch"], f"{r['seconds'] * 1e3:.0f}", f"{r['peak_mem_MiB']:.0f}"]
                        for r in train]), ""]
-    failed = [r for r in d["rows"] if "error" in r]
+    pairs = [p for p in d.get("pairs", []) if "error" not in p]
+    if pairs:
+        out += ["RWKV over attention, both models in one process with their calls alternated (median of per-round "
+                "ratios; the targets are read from this table, not from the independent points above):", "",
+                table(["resolution", "batch", "dtype", "rwkv ms", "attention ms", "rwkv speed / attention", "rounds"],
+                      [[p["res"], p["batch"], p["dtype"], f"{p['rwkv_ms']:.1f}", f"{p['attention_ms']:.1f}",
+                        f"{p['speed_ratio']:.2f}x", p["repeats"]] for p in pairs]), ""]
+    failed = [r for r in d["rows"] + d.get("pairs", []) if "error" in r]
     if failed:
         out += ["Points that did not complete:", ""] + [
-            f"- {r['model']} {r['mode']} {r['res']} px batch {r['batch']} {r['dtype']}: {r['error']}" for r in failed]
+            f"- {r.get('model', 'rwkv / attention pair')} {r.get('mode', 'infer')} {r['res']} px batch {r['batch']} "
+            f"{r['dtype']}: {r['error']}" for r in failed]
         out.append("")
     if d.get("summary"):
         out += ["Summary:", ""] + [f"- `{k}`: {v:.2f}" for k, v in d["summary"].items()] + [""]

@@ -21,7 +21,12 @@ def test_wkv_benchmark_writes_json(tmp_path):
 def test_model_benchmark_measures_a_point_in_a_subprocess(tmp_path):
     out = tmp_path / "models.json"
     main(["benchmark", "models", "--models", "rwkv_vit_tiny", "rwkv_vit_tiny_attention", "--res", "32",
-          "--batch", "1", "--dtype", "fp32", "--train-res", "--repeats", "1", "--out", str(out)])
-    rows = json.loads(out.read_text())["rows"]
+          "--batch", "1", "--dtype", "fp32", "--train-res", "--ratio-res", "32", "--repeats", "3",
+          "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = result["rows"]
     assert [r["model"] for r in rows] == ["rwkv_vit_tiny", "rwkv_vit_tiny_attention"]
     assert all("error" not in r and r["images_per_s"] > 0 and r["peak_mem_MiB"] >= 0 for r in rows)
+    (pair,) = result["pairs"]
+    assert pair["repeats"] == 3 and pair["rwkv_ms"] > 0 and pair["attention_ms"] > 0
+    assert result["summary"]["speed_rwkv_over_attention_32px_b1_fp32"] == pair["speed_ratio"] > 0
