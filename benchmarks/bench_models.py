@@ -132,7 +132,10 @@ def run_pair(res: int, batch: int, dtype: str, device: str, repeats: int, budget
         return time.perf_counter() - start
 
     warm = sum(timed(m) for m in models.values())
-    rounds = [{name: timed(m) for name, m in models.items()} for _ in range(1 if warm > budget else repeats)]
+    rounds = []
+    for i in range(1 if warm > budget else repeats):
+        order = list(models.items()) if i % 2 == 0 else list(models.items())[::-1]  # no model always goes first
+        rounds.append({name: timed(m) for name, m in order})
     return {"res": res, "batch": batch, "dtype": dtype, "repeats": len(rounds),
             "rwkv_ms": 1e3 * statistics.median(r["rwkv_vit_tiny"] for r in rounds),
             "attention_ms": 1e3 * statistics.median(r["rwkv_vit_tiny_attention"] for r in rounds),
@@ -142,21 +145,26 @@ def run_pair(res: int, batch: int, dtype: str, device: str, repeats: int, budget
 def spawn_pair(args: argparse.Namespace, res: int, batch: int, dtype: str) -> dict:
     cmd = [sys.executable, __file__, "--pair", str(res), str(batch), dtype, "--device", args.device,
            "--repeats", str(args.repeats), "--budget", str(args.budget)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    if out.returncode != 0:
-        tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"res": res, "batch": batch, "dtype": dtype, "error": tail[0]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run_json(cmd, args.timeout, {"res": res, "batch": batch, "dtype": dtype})
+
+
+def _run_json(cmd: list[str], timeout: float, point: dict) -> dict:
+    """The JSON line a point's subprocess prints last, or ``point`` with an "error" that says why there is none."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**point, "error": f"no result within --timeout {timeout:g} s"}
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        tail = out.stderr.strip().splitlines()[-1:] or [f"exit status {out.returncode}, no output"]
+        return {**point, "error": tail[0]}
+    return json.loads(lines[-1])
 
 
 def spawn(args: argparse.Namespace, model: str, res: int, batch: int, dtype: str, mode: str) -> dict:
     cmd = [sys.executable, __file__, "--point", model, str(res), str(batch), dtype, mode, "--device", args.device,
            "--repeats", str(args.repeats), "--budget", str(args.budget)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    if out.returncode != 0:
-        tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"model": model, "res": res, "batch": batch, "dtype": dtype, "mode": mode, "error": tail[0]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run_json(cmd, args.timeout, {"model": model, "res": res, "batch": batch, "dtype": dtype, "mode": mode})
 
 
 def main(argv=None) -> dict:
@@ -169,7 +177,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-res", type=int, nargs="*", default=[224, 512])
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--ratio-res", type=int, nargs="*", default=[224, 1024],
-                        help="resolutions of the alternated RWKV / attention speed ratios")
+                        help="resolutions of the alternated RWKV / attention speed ratios (when --models has both)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per call above which one call is timed")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per point before it is abandoned")
@@ -214,7 +222,8 @@ def main(argv=None) -> dict:
                      (model, res, batch, dtype, mode) and "error" not in r), None)
 
     pairs = []
-    for res in args.ratio_res:
+    paired = {"rwkv_vit_tiny", "rwkv_vit_tiny_attention"} <= set(args.models)
+    for res in args.ratio_res if paired else []:
         for batch in args.batch:
             for dtype in args.dtype:
                 pair = spawn_pair(args, res, batch, dtype)

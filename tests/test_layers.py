@@ -152,28 +152,49 @@ def test_rwkv_block_options_and_backward():
         later(x, (4, 4))
 
 
-def test_in_place_inference_path_matches_autograd_path():
-    """The mixers compute in place when autograd records nothing: same output as with autograd, input untouched,
-    and with autograd the gradients equal those of the out-of-place formula."""
+@pytest.mark.parametrize("autocast", [False, True])
+def test_in_place_inference_path_matches_autograd_path(autocast):
+    """Without autograd the mixers compute in place: same output as with autograd (also under bf16 autocast), and
+    the block's input is left alone."""
     torch.manual_seed(0)
     block = RWKVBlock(8, layer_id=1, depth=2, key_norm=True).eval()
     x, hw = torch.randn(2, 12, 8), (3, 4)
     x_before = x.clone()
-    with torch.inference_mode():
-        inferred = block(x, hw)
-    assert torch.equal(x, x_before)
-    xg = x.clone().requires_grad_()
-    out = block(xg, hw)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.inference_mode():
+            inferred = block(x, hw)
+        assert torch.equal(x, x_before)
+        out = block(x.clone().requires_grad_(), hw)
     torch.testing.assert_close(inferred, out, atol=0, rtol=0)
 
-    ffn = block.ffn
-    gy = torch.randn_like(out)
-    grads = torch.autograd.grad(ffn(xg, hw), (xg, ffn.key.weight, ffn.receptance.weight), gy)
-    xx = q_shift(xg, hw)
-    k = ffn.key_norm(torch.relu(ffn.key(_mixed(xg, xx, ffn.spatial_mix_k))) ** 2)
-    ref = torch.sigmoid(ffn.receptance(_mixed(xg, xx, ffn.spatial_mix_r))) * ffn.value(k)
-    for got, want in zip(grads, torch.autograd.grad(ref, (xg, ffn.key.weight, ffn.receptance.weight), gy)):
+
+def test_mixers_with_autograd_keep_gradients_hooks_and_forward_ad():
+    """With autograd on nothing is overwritten: gradients equal the out-of-place formula's, module backward hooks on
+    the inner Linear layers work, and forward-mode AD gives the directional derivative."""
+    torch.manual_seed(0)
+    ffn = ChannelMix(8, layer_id=1, depth=2, key_norm=True)
+    x, hw = torch.randn(2, 12, 8, requires_grad=True), (3, 4)
+    seen = []
+    for linear in (ffn.key, ffn.receptance):
+        linear.register_full_backward_hook(lambda module, gin, gout: seen.append(module))
+    gy = torch.randn(2, 12, 8)
+    grads = torch.autograd.grad(ffn(x, hw), (x, ffn.key.weight, ffn.receptance.weight), gy)
+    assert len(seen) == 2
+    xx = q_shift(x, hw)
+    k = ffn.key_norm(torch.relu(ffn.key(_mixed(x, xx, ffn.spatial_mix_k))) ** 2)
+    ref = torch.sigmoid(ffn.receptance(_mixed(x, xx, ffn.spatial_mix_r))) * ffn.value(k)
+    for got, want in zip(grads, torch.autograd.grad(ref, (x, ffn.key.weight, ffn.receptance.weight), gy)):
         torch.testing.assert_close(got, want)
+
+    import torch.autograd.forward_ad as fwAD
+
+    x0, t = x.detach().double(), torch.randn(2, 12, 8, dtype=torch.float64)
+    ffn = ffn.double().requires_grad_(False)
+    with torch.no_grad(), fwAD.dual_level():  # the in-place path
+        tangent = fwAD.unpack_dual(ffn(fwAD.make_dual(x0, t), hw)).tangent
+    eps = 1e-6
+    finite = (ffn(x0 + eps * t, hw) - ffn(x0 - eps * t, hw)) / (2 * eps)
+    torch.testing.assert_close(tangent, finite, atol=1e-6, rtol=1e-5)
 
 
 # -- attention block --------------------------------------------------------------------------------------------------

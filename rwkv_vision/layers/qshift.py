@@ -35,8 +35,9 @@ def q_shift(x: torch.Tensor, hw: tuple[int, int], shift_pixel: int = 1, gamma: f
     B, N, C = x.shape
     g = int(C * gamma)
     # Work on a [B, H, W, C] view: no transpose of the channels. A zero tensor, then each group copied in shifted:
-    # five small ops, fewer and cheaper than padding the grid and concatenating windows of it (this runs twice per
-    # block, and at a few hundred tokens dispatch dominates). min() keeps a shift wider than the grid all zeros.
+    # measured cheaper than padding the grid and concatenating windows of it (this runs twice per block, and at a
+    # few hundred tokens these small copies cost more in dispatch than in bytes). min() keeps a shift wider than the
+    # grid all zeros.
     grid = x.reshape(B, H, W, C)
     sw, sh = min(shift_pixel, W), min(shift_pixel, H)
     out = torch.zeros_like(grid)

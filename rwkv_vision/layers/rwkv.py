@@ -103,7 +103,7 @@ class SpatialMix(nn.Module):
             xr = torch.lerp(xx, x, self.spatial_mix_r)
         else:
             xk = xv = xr = x
-        k, v, sr = self.key(xk), self.value(xv), torch.sigmoid_(self.receptance(xr))
+        k, v, sr = self.key(xk), self.value(xv), _sigmoid(self.receptance(xr))
         if self.causal:
             y = causal_wkv(k, v, torch.exp(self.spatial_decay), self.spatial_first)
         else:
@@ -171,14 +171,11 @@ class ChannelMix(nn.Module):
             xr = torch.lerp(xx, x, self.spatial_mix_r)
         else:
             xk = xr = x
-        # In place where autograd allows (relu keeps only its output for backward; the square needs its input): the
-        # hidden activation is 4C wide, and at high resolution a fresh buffer of it costs more in page faults than
-        # the arithmetic. k * k, not torch.square: square dispatches to pow, several times slower on CPU.
-        k = torch.relu_(self.key(xk))
-        k = k * k if k.requires_grad else k.mul_(k)
+        k = self.key(xk)  # the 4C-wide hidden activation: the largest buffer of a block
+        k = torch.relu_(k).square_() if _in_place() else torch.square(torch.relu(k))
         if self.key_norm is not None:
             k = self.key_norm(k)
-        return _gate(torch.sigmoid_(self.receptance(xr)), self.value(k))
+        return _gate(_sigmoid(self.receptance(xr)), self.value(k))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, layer_id={self.layer_id}, depth={self.depth}"
@@ -239,9 +236,21 @@ class RWKVBlock(nn.Module):
         return x
 
 
+def _in_place() -> bool:
+    """Whether the mixers may overwrite their intermediate activations: only with autograd off (inference), where no
+    graph keeps them for backward and module backward hooks are not engaged. At high resolution a fresh buffer per
+    element-wise op costs more in page faults than its arithmetic. (Forward hooks on the inner Linear layers then see
+    their outputs overwritten, as with any in-place activation.)"""
+    return not torch.is_grad_enabled()
+
+
+def _sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid_(x) if _in_place() else torch.sigmoid(x)
+
+
 def _gate(r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """r * y, written into r when autograd records neither (inference): saves a [B, N, C] buffer per call."""
-    return r * y if r.requires_grad or y.requires_grad else r.mul_(y)
+    """r * y, written into r when _in_place()."""
+    return r.mul_(y) if _in_place() else r * y
 
 
 def _scale(x: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
