@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -151,14 +152,17 @@ void backward_stable(const scalar_t* gy, const scalar_t* k, const scalar_t* v, c
     std::fill_n(a1, n, F(0)), std::fill_n(a2, n, F(0)), std::fill_n(q1, n, F(0)), std::fill_n(q2, n, F(0));
     std::fill_n(g1, n, F(0)), std::fill_n(g2, n, F(0)), std::fill_n(o, n, F(kEmpty)), std::fill_n(og, n, F(kEmpty));
   };
+  // Token t's offset and its rows of k, v, gy, y (as F) and lse: both passes read the same five.
+  auto rows = [&](int64_t t) {
+    const int64_t off = base + t * s.C;
+    return std::tuple{off, row(k + off, kbuf, n), row(v + off, vbuf, n), row(gy + off, gbuf, n),
+                      row(y + off, ybuf, n), lse + off};
+  };
   std::fill_n(dw_acc, n, F(0)), std::fill_n(du_acc, n, F(0));
   // Reverse pass: keys after t (bidirectional) and outputs after i (always: both variants see them).
   reset();
   for (int64_t t = s.T - 1; t >= 0; --t) {
-    const int64_t off = base + t * s.C;
-    const F *kt = row(k + off, kbuf, n), *vt = row(v + off, vbuf, n);
-    const F *gt = row(gy + off, gbuf, n), *yt = row(y + off, ybuf, n);
-    const F* lt = lse + off;
+    const auto [off, kt, vt, gt, yt, lt] = rows(t);
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) {
       if constexpr (kBi) {
@@ -175,10 +179,7 @@ void backward_stable(const scalar_t* gy, const scalar_t* k, const scalar_t* v, c
   // Forward pass: keys before t (always), outputs before i (bidirectional), and the token's own u term.
   reset();
   for (int64_t t = 0; t < s.T; ++t) {
-    const int64_t off = base + t * s.C;
-    const F *kt = row(k + off, kbuf, n), *vt = row(v + off, vbuf, n);
-    const F *gt = row(gy + off, gbuf, n), *yt = row(y + off, ybuf, n);
-    const F* lt = lse + off;
+    const auto [off, kt, vt, gt, yt, lt] = rows(t);
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) {
       dw_acc[c] += dw_term(q1[c], q2[c], o[c], lt[c], gt[c], yt[c]);
