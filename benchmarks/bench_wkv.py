@@ -8,7 +8,8 @@ must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares them 
 (read + write) of a buffer of the same size on the same machine. The growth ratio time(T=16384) / time(T=4096)
 (C = 192) is measured separately, with the two lengths interleaved (median of per-repeat ratios), once as is and
 once in a process whose allocator reuses large output buffers (see REUSED_MEMORY_ENV). The forward's
-cost per element at the shortest and the longest T, on one thread and on all, shows where its time goes. Last,
+cost per element at the shortest and the longest T, on one thread and on all, shows where its time goes (on a GPU:
+each kernel's time per call, from torch.profiler). Last,
 torch.profiler splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and
 the rest (median of single-call profiles).
 """
@@ -158,6 +159,25 @@ def forward_profile(namespace: str, B: int, C: int, device: str, repeats: int, l
     return rows
 
 
+def kernel_profile(namespace: str, B: int, C: int, T: int, repeats: int) -> list[dict]:
+    """CUDA: device time of each kernel that the forward and the forward+backward launch, in microseconds per call
+    (torch.profiler, mean over ``repeats`` calls): which of the chunk sums, the carry and the rescan costs most."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for call, fn in zip(("forward", "forward+backward"), make_calls(namespace, B, T, C, "cuda")):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(repeats):
+                fn()
+            torch.cuda.synchronize()
+        for e in prof.key_averages():
+            if e.self_device_time_total > 0:
+                rows.append({"call": call, "T": T, "kernel": e.key, "us_per_call": e.self_device_time_total / repeats})
+    for r in rows:
+        print(f"kernels, {r['call']} at T={r['T']}: {r['us_per_call']:8.1f} us  {r['kernel'][:90]}", flush=True)
+    return rows
+
+
 def block_share(res_list, C: int, batch: int, device: str, repeats: int) -> list[dict]:
     """Share of one RWKV block's forward time spent in the WKV op (torch.profiler), at each image resolution: the
     median over ``repeats`` calls, each profiled on its own.
@@ -252,15 +272,17 @@ def main(argv=None) -> dict:
             summary["forward_bandwidth_fraction_of_clone_T16384_C192"] = b["forward_GBps"] * 1e9 / clone_bw
     profile = (forward_profile(compiled, args.B, 192, args.device, max(args.repeats, 9), (min(args.T), max(args.T)))
                if args.device == "cpu" and len(args.T) > 1 else [])
+    kernels = (kernel_profile(compiled, args.B, 192, max(args.T), max(args.repeats, 9))
+               if args.device == "cuda" else [])
     blocks = block_share(args.block_res, 192, 1, args.device, args.repeats) if args.block_res else []
     if blocks:
         summary["max_wkv_share_of_block"] = max(r["wkv_share"] for r in blocks)
     for key, value in summary.items():
-        print(f"{key}: {value:.2f}")
+        print(f"{key}: {value:.3g}")
     result = {
         "machine": machine_info(args.device),
         "copy_bandwidth_GBps": copy_bw / 1e9, "clone_bandwidth_GBps": clone_bw / 1e9, "rows": rows,
-        "forward_profile": profile, "block_share": blocks, "summary": summary,
+        "forward_profile": profile, "kernel_profile": kernels, "block_share": blocks, "summary": summary,
     }
     write_result(args.out, result)
     return result

@@ -252,3 +252,26 @@ def test_torch_compile_matches_eager():
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("mixer", ["bi_wkv", "attention"])
+def test_cuda_forward_and_gradients_match_cpu(mixer, monkeypatch):
+    """The whole model on the GPU (the CUDA WKV kernel inside) against the same model on the CPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 patch-embedding convolutions: ~1e-3 off
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = randomise_pos(create_model("rwkv_vit_tiny", mixer=mixer, img_size=64, num_classes=7))
+    gpu_model = copy.deepcopy(model).cuda()
+    x = torch.randn(2, 3, 80, 48)
+    outs, grads = [], []
+    for m, xx in ((model, x), (gpu_model, x.cuda())):
+        out = m(xx)
+        out.square().sum().backward()
+        outs.append(out.detach().cpu())
+        grads.append({n: p.grad.cpu() for n, p in m.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name, g in grads[0].items():
+        err = (grads[1][name] - g).abs().max().item()
+        assert err <= 1e-3 * g.abs().max().item() + 1e-6, f"{name}: max abs error {err:.3g}"

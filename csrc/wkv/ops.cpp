@@ -60,16 +60,17 @@ std::tuple<at::Tensor, at::Tensor> wkv_forward(const at::Tensor& k_in, const at:
   const auto k = k_in.contiguous(), v = v_in.contiguous(), w = w_in.contiguous(), u = u_in.contiguous();
   const auto acc = k.options().dtype(acc_dtype(k.scalar_type()));
   auto y = at::empty(k.sizes(), acc);
-  // The CUDA kernel also uses lse as scratch between its two scans; the CPU kernel keeps that scratch in cache.
+  // The bidirectional CUDA kernel also parks each token's future sum in lse; the CPU kernel keeps it in cache.
   const bool lse_buffer = need_lse || (k.is_cuda() && bidirectional);
   auto lse = at::empty(lse_buffer ? k.sizes() : at::IntArrayRef{0}, acc);
   if (k.numel() > 0) {
 #ifdef WITH_CUDA
     if (k.is_cuda()) {
       const c10::cuda::CUDAGuard guard(k.device());
+      auto ws = at::empty({workspace_size(k.size(0), k.size(1), k.size(2), false)}, acc);
       forward_cuda(cuda_dtype(k.scalar_type()), k.const_data_ptr(), v.const_data_ptr(), w.const_data_ptr(),
-                   u.const_data_ptr(), y.data_ptr(), lse.data_ptr(), k.size(0), k.size(1), k.size(2), bidirectional,
-                   stream_of(k));
+                   u.const_data_ptr(), y.data_ptr(), lse.data_ptr(), ws.data_ptr(), k.size(0), k.size(1), k.size(2),
+                   bidirectional, need_lse, stream_of(k));
       check_launch();
     } else
 #endif
@@ -98,9 +99,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> wkv_backward(
 #ifdef WITH_CUDA
     if (k.is_cuda()) {
       const c10::cuda::CUDAGuard guard(k.device());
+      auto ws = at::empty({workspace_size(B, k.size(1), C, true)}, acc);
       backward_cuda(cuda_dtype(dtype), gy.const_data_ptr(), k.const_data_ptr(), v.const_data_ptr(),
                     w.const_data_ptr(), u.const_data_ptr(), y.const_data_ptr(), lse.const_data_ptr(), dk.data_ptr(),
-                    dv.data_ptr(), dw.data_ptr(), du.data_ptr(), B, k.size(1), C, bidirectional, stream_of(k));
+                    dv.data_ptr(), dw.data_ptr(), du.data_ptr(), ws.data_ptr(), B, k.size(1), C, bidirectional,
+                    stream_of(k));
       check_launch();
     } else
 #endif

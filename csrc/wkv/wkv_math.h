@@ -142,15 +142,48 @@ WKV_HD F combine(F a1, F a2, F o, F fmean, F flog, F u, F k, F v, F& lse) {
   return (a1 * ep + fmean * ef + v * ec) / den;
 }
 
-// Merges e^{ob} (b1, b2) into the sum e^o (a1, a2): as in rescale(), one of the two factors is e^0.
+// Scales that bring the sums e^o (a...) and e^{ob} (b...) to their common maximum: as in rescale(), one is e^0.
 template <typename F>
-WKV_HD void merge(F& a1, F& a2, F& o, F b1, F b2, F ob) {
+WKV_HD void merge_scales(F& o, F ob, F& sa, F& sb) {
   const F d = ob - o;
   const F e = wexp(d > F(0) ? -d : d);
   const bool b_is_max = d > F(0);
-  a1 = a1 * (b_is_max ? e : F(1)) + b1 * (b_is_max ? F(1) : e);
-  a2 = a2 * (b_is_max ? e : F(1)) + b2 * (b_is_max ? F(1) : e);
+  sa = b_is_max ? e : F(1);
+  sb = b_is_max ? F(1) : e;
   o = b_is_max ? ob : o;
+}
+
+// Merges e^{ob} (b1, b2) into the sum e^o (a1, a2).
+template <typename F>
+WKV_HD void merge(F& a1, F& a2, F& o, F b1, F b2, F ob) {
+  F sa, sb;
+  merge_scales(o, ob, sa, sb);
+  a1 = a1 * sa + b1 * sb;
+  a2 = a2 * sa + b2 * sb;
+}
+
+// merge() for key sums carrying distance moments, e^{ob} (b1, b2, r1, r2) into e^o (a1, a2, q1, q2).
+template <typename F>
+WKV_HD void merge_moments(F& a1, F& a2, F& q1, F& q2, F& o, F b1, F b2, F r1, F r2, F ob) {
+  F sa, sb;
+  merge_scales(o, ob, sa, sb);
+  a1 = a1 * sa + b1 * sb;
+  a2 = a2 * sa + b2 * sb;
+  q1 = q1 * sa + r1 * sb;
+  q2 = q2 * sa + r2 * sb;
+}
+
+// A sum seen n tokens further on: every term decays n more times, e^{-n w} S, and a distance moment grows by n
+// times its term, Q <- e^{-n w} (Q + n S). Exact in the e^o form: only o and q change.
+template <typename F>
+WKV_HD void advance(F& o, F w, F n) {
+  o -= n * w;
+}
+template <typename F>
+WKV_HD void advance_moments(F a1, F a2, F& q1, F& q2, F& o, F w, F n) {
+  q1 += n * a1;
+  q2 += n * a2;
+  o -= n * w;
 }
 
 // combine() for a future sum kept whole, e^{of} (f1, f2), rather than summarised: two merges, so two exponentials
