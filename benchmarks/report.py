@@ -83,8 +83,8 @@ def models_section(d: dict) -> str:
     ok = [r for r in d["rows"] if "error" not in r]
     infer = [r for r in ok if r["mode"] == "infer"]
     train = [r for r in ok if r["mode"] == "train"]
-    out = ["## RWKV versus attention across resolutions" + (" on a GPU" if on_gpu(d) else ""), "", "```bash", f"python benchmarks/{d['command']}",
-           "```", "", machine(d), "", "Inference (images/s, median of repeats; peak activation memory in MiB):", "",
+    title = "## RWKV versus attention across resolutions" + (" on a GPU" if on_gpu(d) else "")
+    out = [title, "", "```bash", f"python benchmarks/{d['command']}", "```", "", machine(d), "", "Inference (images/s, median of repeats; peak activation memory in MiB):", "",
            table(["model", "resolution", "batch", "dtype", "images/s", "ms / batch", "peak MiB", "repeats"],
                  [[r["model"], r["res"], r["batch"], r["dtype"], f"{r['images_per_s']:.2f}",
                    f"{r['seconds'] * 1e3:.1f}", f"{r['peak_mem_MiB']:.0f}", r["repeats"]] for r in infer]), ""]

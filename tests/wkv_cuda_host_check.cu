@@ -93,7 +93,8 @@ bool run(const Case& cs, unsigned seed) {
 
   std::vector<float> y(N, NAN), lse(N, NAN), ws(p.chunk_threads() * wkv::kBackwardSlots, NAN);
   const Slots<float> fs{ws.data(), wkv::kForwardSlots, p.J, C};
-  for (int64_t i = 0; i < p.chunk_threads(); ++i) wkv::forward_sums_at(k.data(), v.data(), w.data(), fs, p, cs.bidirectional, i);
+  for (int64_t i = 0; i < p.chunk_threads(); ++i)
+    wkv::forward_sums_at(k.data(), v.data(), w.data(), fs, p, cs.bidirectional, i);
   for (int64_t i = 0; i < wkv::kForwardSums * B * C; ++i) wkv::forward_carry_at(w.data(), fs, p, cs.bidirectional, i);
   for (int64_t i = 0; i < p.chunk_threads(); ++i)
     wkv::forward_at<true>(k.data(), v.data(), w.data(), u.data(), y.data(), lse.data(), fs, p, cs.bidirectional, i);

@@ -1,13 +1,13 @@
 // CUDA WKV kernels. One thread per (batch, channel) scanning all T tokens leaves most of a GPU idle (B C = 768
 // threads at B = 4, C = 192) and waits on every token in turn, so the scans are split into J chunks of L tokens:
 //   1. *_sums:  one thread per (batch, chunk, channel) sums its chunk's tokens alone, from empty sums;
-//   2. *_carry: one thread per (batch, channel) walks the chunks in order and turns those into the sums that enter
-//      each chunk (a sum seen n tokens later is advance()d, two sums are merge()d: wkv_math.h);
+//   2. *_carry: one thread per (sum, batch, channel) walks the chunks in order and turns those into the sums that
+//      enter each chunk (a sum seen n tokens later is advance()d, two sums are merge()d: wkv_math.h);
 //   3. forward / backward: every (batch, chunk, channel) thread rescans its chunk from the carried sums with the
 //      same per-token math as the CPU kernels' stable form (any w and u).
 // Consecutive threads own consecutive channels, so every load and store of a token row is coalesced. No torch
 // headers (fast to compile), no compile-time limit on T, any B and C. The per-thread functions are host+device so
-// that tests/cuda_host_check.cu can run this exact code on a machine without a GPU.
+// that tests/wkv_cuda_host_check.cu can run this exact code on a machine without a GPU.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -40,7 +40,9 @@ template <typename F>
 struct Slots {
   F* p;
   int64_t count, J, C;
-  WKV_HD F& operator()(int64_t b, int64_t j, int64_t s, int64_t c) const { return p[((b * J + j) * count + s) * C + c]; }
+  WKV_HD F& operator()(int64_t b, int64_t j, int64_t s, int64_t c) const {
+    return p[((b * J + j) * count + s) * C + c];
+  }
 };
 
 template <typename T> struct Acc { using type = float; };
@@ -109,8 +111,8 @@ constexpr int64_t kForwardSlots = 6;
 // Thread (b, j, c): its chunk's keys as the past of the next chunk's first token, and as the future of the previous
 // chunk's last token (token t0 + s is s + 1 tokens after it, so its exponent is k - s w: added term by term).
 template <typename T, typename F>
-WKV_HD void forward_sums_at(const T* __restrict__ k, const T* __restrict__ v, const F* w, Slots<F> slots, Plan p, bool bidirectional,
-                            int64_t idx) {
+WKV_HD void forward_sums_at(const T* __restrict__ k, const T* __restrict__ v, const F* w, Slots<F> slots, Plan p,
+                            bool bidirectional, int64_t idx) {
   const int64_t c = idx % p.C, j = idx / p.C % p.J, b = idx / p.C / p.J;
   const int64_t n = p.tokens(j), base = (b * p.T + j * p.L) * p.C + c;
   const F wc = w[c];
@@ -276,7 +278,9 @@ WKV_HD void backward_reduce_at(Slots<F> slots, Plan p, F* dw, F* du, int64_t idx
 namespace {
 
 // Thin kernels: thread index -> the per-thread functions above.
-__device__ __forceinline__ int64_t thread_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t thread_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
 
 template <typename T, typename F>
 __global__ void forward_sums_kernel(const T* k, const T* v, const F* w, Slots<F> slots, Plan p, bool bi) {
@@ -377,7 +381,8 @@ void forward_cuda(Dtype dtype, const void* k, const void* v, const void* w, cons
                   void* workspace, int64_t B, int64_t T, int64_t C, bool bidirectional, bool need_lse, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (dtype) {
-    case Dtype::kFloat32: return run_forward<float>(k, v, w, u, y, lse, workspace, B, T, C, bidirectional, need_lse, s);
+    case Dtype::kFloat32:
+      return run_forward<float>(k, v, w, u, y, lse, workspace, B, T, C, bidirectional, need_lse, s);
     case Dtype::kFloat16:
       return run_forward<__half>(k, v, w, u, y, lse, workspace, B, T, C, bidirectional, need_lse, s);
     case Dtype::kBFloat16:
@@ -397,7 +402,8 @@ void backward_cuda(Dtype dtype, const void* gy, const void* k, const void* v, co
     case Dtype::kFloat16:
       return run_backward<__half>(gy, k, v, w, u, y, lse, dk, dv, dw, du, workspace, B, T, C, bidirectional, s);
     case Dtype::kBFloat16:
-      return run_backward<__nv_bfloat16>(gy, k, v, w, u, y, lse, dk, dv, dw, du, workspace, B, T, C, bidirectional, s);
+      return run_backward<__nv_bfloat16>(gy, k, v, w, u, y, lse, dk, dv, dw, du, workspace, B, T, C, bidirectional,
+                                         s);
     case Dtype::kFloat64:
       return run_backward<double>(gy, k, v, w, u, y, lse, dk, dv, dw, du, workspace, B, T, C, bidirectional, s);
   }
