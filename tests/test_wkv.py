@@ -102,27 +102,39 @@ def test_chunked_and_stable_regimes_match_oracle(backend, regime):
         _close(bi_wkv(k, v, w, u), ref[0], rtol=1e-5)
 
 
-def test_long_sequence_matches_float64(backend):
-    """T = 4000 with B = 4, C = 192: the compiled backward spans several cache-sized super-chunks (1536 tokens each
-    for the 192-channel blocks it uses with up to 4 threads). The reference is the pure-PyTorch path in float64 (linear memory; the dense
-    oracle would need T^2)."""
+@pytest.mark.parametrize(
+    "regime,T,grad_rtol",
+    [("plain", 4000, 2e-4), ("wide_k", 4000, 2e-4), ("growth", 4000, 2e-4), ("plain", 16384, 3e-4)],
+)
+def test_long_sequence_matches_float64(backend, regime, T, grad_rtol):
+    """B = 4, C = 192: the compiled backward spans several cache-sized super-chunks (1536 tokens each for the
+    192-channel blocks it uses with up to 4 threads) and adds up their dw shares at the end (backward_chunked). In
+    float64 the kernel must match the reference to rounding, so a wrong formula shows at once; in float32, to the
+    rounding of T-token sums (which grows with T). The reference is the pure-PyTorch path in float64 (linear memory;
+    the dense oracle would need T^2). Regimes: k over +-40 (wide_k), and weights that grow with distance up to
+    e^{25} (growth: w < 0)."""
     if backend == "torch":
         pytest.skip("the reference is the PyTorch path")
     from rwkv_vision.ops.wkv import _OPS, _namespace_for
 
     g = torch.Generator().manual_seed(5)
-    B, T, C = 4, 4000, 192
+    B, C = 4, 192
     k, v, gy = (torch.randn(B, T, C, generator=g) for _ in range(3))
     w, u = torch.randn(C, generator=g) * 5 / T, torch.randn(C, generator=g) / T
+    if regime == "wide_k":
+        k = k * 10
+    elif regime == "growth":
+        w = -w.abs() * 1.5
     ref_fwd, ref_bwd = _OPS["rwkv_vision_torch"]
     d = [t.double() for t in (k, v, w, u)]
     y_ref, lse_ref = ref_fwd(*d, True, True)
     ref = (y_ref, *ref_bwd(gy.double(), *d, y_ref, lse_ref, True))
     fwd, bwd = _OPS[_namespace_for("cpu")]
-    y, lse = fwd(k, v, w, u, True, True)
-    ours = (y, *bwd(gy, k, v, w, u, y, lse, True))
-    for name, a, b in zip(("y", "dk", "dv", "dw", "du"), ours, ref):
-        _close(a, b, rtol=1e-4 if name == "y" else 2e-4)
+    for inputs, gy_in, rtol in ((d, gy.double(), {"y": 1e-9, "grad": 1e-9}), ((k, v, w, u), gy, {"y": 1e-4, "grad": grad_rtol})):
+        y, lse = fwd(*inputs, True, True)
+        ours = (y, *bwd(gy_in, *inputs, y, lse, True))
+        for name, a, b in zip(("y", "dk", "dv", "dw", "du"), ours, ref):
+            _close(a, b, rtol=rtol["y" if name == "y" else "grad"])
 
 
 @pytest.mark.parametrize("kind", ["bi", "causal"])

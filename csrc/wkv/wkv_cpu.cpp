@@ -456,118 +456,196 @@ void forward_chunked(const scalar_t* k, const scalar_t* v, const F* w_in, const 
 // a last-level cache that keeps a super-chunk's rows resident from its reverse pass to its forward pass.
 constexpr int64_t kSuperChunkBytes = 8 << 20;
 
-// Bidirectional backward of one (batch, channel block): the two passes of backward_stable, cache-blocked. A first
-// reverse pass over the whole sequence only carries the sums and keeps them at every super-chunk boundary; then
-// each super-chunk, in order, runs the full reverse pass from its boundary and the full forward pass, so that the
-// forward pass finds the super-chunk's rows (and the reverse pass's partial dv, dk) in cache at any T. Within a
-// super-chunk the work goes chunk by chunk and, per chunk, group by group.
+// Bidirectional backward of one (batch, channel block): the two passes of backward_stable, cache-blocked. The
+// super-chunks go left to right, each running the full reverse pass and then the full forward pass over its
+// chunks, so that the forward pass finds the super-chunk's rows (and the reverse pass's partial dv, dk) in cache at
+// any T. Within a super-chunk the work goes chunk by chunk and, per chunk, group by group.
 //
 // kv: sums over keys e^{k_i} (v_i, 1) and their distance moments (q1, q2), for dw; g: sums over outputs
 // e^{-lse_t} g_t (1, y_t), for dk and dv. In a chunk, kv is in the frame kframe (e^{k_t - kframe} <= 1) and g in
 // gframe (e^{-lse_t - gframe} <= 1); cross = e^{kframe + gframe} turns a product of the two back into a softmax
 // weight. Every softmax weight is <= 1, which bounds cross by e^{2 kRange} under chunk_length's conditions.
+//
+// The forward pass carries its sums from one super-chunk into the next. A reverse pass needs the sums beyond its
+// super-chunk's end instead, and gets them without reading k and v twice:
+// - g (every token's dv and dk depend on it): a first reverse pass over the sequence carries only g, reading lse, gy
+//   and y, and keeps it at every super-chunk boundary.
+// - kv (only dw depends on it) starts empty. The reverse pass then misses, at each token t, the keys beyond the
+//   super-chunk. With K = e^o (a1, a2, q1, q2) their sum as the super-chunk's last token sees it and d_t = end-1-t,
+//   that share of dw is -e^o sum_t x_t e^{-d_t w} ((q1 + d_t a1) - y_t (q2 + d_t a2)), x_t = e^{-lse_t} g_t: linear
+//   in K. So the forward pass also keeps the x sums, sum_t x_t e^{-d_t w} (1, y_t) and their distance moments
+//   (r1, r2, rq1, rq2), the reverse pass keeps the super-chunk's own kv sum, and a last step walks the super-chunks
+//   right to left, building K from those kv sums and adding the missing shares.
 template <typename scalar_t, typename F>
 void backward_chunked(const scalar_t* gy, const scalar_t* k, const scalar_t* v, const F* w_in, const F* u_in,
                       const scalar_t* y, const F* lse, F* dk, F* dv, F* dw, F* du, const Shape& s, int64_t n,
                       int64_t base, int64_t L) {
   constexpr int64_t W = kGroup<F>;
-  constexpr int64_t kSums = 8;  // a1 a2 q1 q2 ko g1 g2 go
+  constexpr int64_t kKv = 0, kG = 5, kX = 8, kSums = 13;  // kv: a1 a2 q1 q2 ko; g: g1 g2 go; x: r1 r2 rq1 rq2 xo
   const int64_t T = s.T, C = s.C, chunks = (T + L - 1) / L, groups = (n + W - 1) / W;
   const int64_t per_super = std::max<int64_t>(1, kSuperChunkBytes / (7 * 4 * n * L));  // chunks per super-chunk
   const int64_t supers = (chunks + per_super - 1) / per_super;
   GroupState<F> params(groups, 3), acc(groups, 2), rsums(groups, kSums), fsums(groups, kSums);
-  GroupState<F> saved(groups * supers, kSums);  // reverse sums after each super-chunk
-  auto reset = [&](GroupState<F>& sums) {
-    for (int64_t g = 0; g < groups; ++g) {
-      std::fill_n(sums(g, 0), 4 * W, F(0)), std::fill_n(sums(g, 4), W, F(kEmpty));
-      std::fill_n(sums(g, 5), 2 * W, F(0)), std::fill_n(sums(g, 7), W, F(kEmpty));
-    }
+  GroupState<F> g_after(groups * supers, 3);  // g beyond each super-chunk
+  GroupState<F> own_kv(groups * supers, 5);   // each super-chunk's kv sum, as the token before it sees it
+  GroupState<F> x_sums(groups * supers, 5);   // each super-chunk's x sums
+  auto empty = [&](GroupState<F>& sums, int64_t g, int64_t first, int64_t count) {  // zero sums, empty exponent
+    std::fill_n(sums(g, first), (count - 1) * W, F(0)), std::fill_n(sums(g, first + count - 1), W, F(kEmpty));
   };
   for (int64_t g = 0; g < groups; ++g) {
     group_params(w_in + g * W, u_in + g * W, std::min(W, n - g * W), params(g, 0), params(g, 1), params(g, 2));
     std::fill_n(acc(g, 0), 2 * W, F(0));
+    empty(rsums, g, kG, 3), empty(fsums, g, kKv, 5), empty(fsums, g, kG, 3);
   }
-  alignas(64) F kframe[W], kend[W], gframe[W], gend[W], cross[W], dvt[W], dkt[W];
-  alignas(64) F a1[W], a2[W], q1[W], q2[W], ko[W], g1[W], g2[W], go[W], dw_acc[W], du_acc[W];
-  F* const local[] = {a1, a2, q1, q2, ko, g1, g2, go, dw_acc, du_acc};
-  enum Mode { kSumsOnly, kReverse, kForward };
+  alignas(64) F kframe[W], kend[W], gframe[W], gend[W], xframe[W], xend[W], xrel[W], cross[W], dvt[W], dkt[W];
+  alignas(64) F a1[W], a2[W], q1[W], q2[W], ko[W], g1[W], g2[W], go[W], r1[W], r2[W], rq1[W], rq2[W], xo[W];
+  alignas(64) F dw_acc[W], du_acc[W];
+  F* const local[] = {a1, a2, q1, q2, ko, g1, g2, go, r1, r2, rq1, rq2, xo};
+  // kGOnly: the first pass, g alone. kForwardLast: the last super-chunk's forward pass, which needs no x sums.
+  enum Mode { kGOnly, kReverse, kForward, kForwardLast };
   // One chunk j of one pass for every group, with the pass's sums in `sums`.
   auto chunk = [&](GroupState<F>& sums, int64_t j, auto mode_tag) {
     constexpr Mode kMode = decltype(mode_tag)::value;
-    constexpr bool kFwd = kMode == kForward;
+    constexpr bool kFwd = kMode == kForward || kMode == kForwardLast, kKeys = kMode != kGOnly;
+    constexpr bool kXSums = kMode == kForward;
+    constexpr int64_t kFirst = kKeys ? kKv : kG, kLast = kXSums ? kSums : kX;  // the sums this pass carries
     const int64_t t0 = j * L, t1 = std::min(T, t0 + L), next = kFwd ? t1 : t0 - L;
-    prefetch_rows(next, std::min(T, next + L), C, n, k + base, v + base, gy + base, y + base, lse + base);
+    if constexpr (kKeys) {
+      prefetch_rows(next, std::min(T, next + L), C, n, k + base, v + base, gy + base, y + base, lse + base);
+    } else {
+      prefetch_rows(next, std::min(T, next + L), C, n, gy + base, y + base, lse + base);
+    }
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t m = std::min(W, n - g * W), col = base + g * W;
       const F *w = params(g, 0), *decay = params(g, 1), *eu = params(g, 2);
       GroupRows<scalar_t, F> krow{k + col, C, m}, vrow{v + col, C, m}, grow{gy + col, C, m}, yrow{y + col, C, m};
       GroupRows<F, F> lrow{lse + col, C, m}, dvrow{dv + col, C, m}, dkrow{dk + col, C, m};
       const GroupOut<F> dvout{dv + col, C, m}, dkout{dk + col, C, m};
-      for (int64_t a = 0; a < kSums; ++a) copy_groups(sums(g, a), local[a]);
-      copy_groups(acc(g, 0), dw_acc), copy_groups(acc(g, 1), du_acc);
-      chunk_bounds<!kFwd>(krow, F(1), ko, w, t0, t1, kframe, kend, vrow, grow);
-      chunk_bounds<!kFwd>(lrow, F(-1), go, w, t0, t1, gframe, gend, yrow);
-      rebase(ko, kframe, a1, a2, q1, q2);
-      rebase(go, gframe, g1, g2);
+      for (int64_t a = kFirst; a < kLast; ++a) copy_groups(sums(g, a), local[a]);
+      if constexpr (kKeys) {
+        copy_groups(acc(g, 0), dw_acc), copy_groups(acc(g, 1), du_acc);
+        chunk_bounds<!kFwd>(krow, F(1), ko, w, t0, t1, kframe, kend, vrow, grow);
+      }
+      if constexpr (kXSums) {
+        // The x sums keep their own frame: in g's, set by larger outputs before the super-chunk, they could
+        // underflow. xo <= go, so g's bounds follow from theirs.
+        chunk_bounds<false>(lrow, F(-1), xo, w, t0, t1, xframe, xend, yrow);
+        const F len = static_cast<F>(t1 - t0);
 #pragma omp simd
-      for (int64_t c = 0; c < W; ++c) cross[c] = wexp(kframe[c] + gframe[c]);
+        for (int64_t c = 0; c < W; ++c) {
+          gframe[c] = wmax(go[c], xframe[c]), gend[c] = wmax(go[c] - len * w[c], xend[c]);
+          xrel[c] = wexp(xframe[c] - gframe[c]);
+        }
+        rebase(xo, xframe, r1, r2, rq1, rq2);
+      } else {
+        chunk_bounds<!kFwd>(lrow, F(-1), go, w, t0, t1, gframe, gend, yrow, grow);
+      }
+      rebase(go, gframe, g1, g2);
+      if constexpr (kKeys) {
+        rebase(ko, kframe, a1, a2, q1, q2);
+#pragma omp simd
+        for (int64_t c = 0; c < W; ++c) cross[c] = wexp(kframe[c] + gframe[c]);
+      }
       for (int64_t step = 0; step < t1 - t0; ++step) {
         const int64_t t = kFwd ? t0 + step : t1 - 1 - step;
-        const F *kt = krow(t), *vt = vrow(t), *gt = grow(t), *yt = yrow(t), *lt = lrow(t);
+        const F *gt = grow(t), *yt = yrow(t), *lt = lrow(t);
+        const F *kt = kKeys ? krow(t) : nullptr, *vt = kKeys ? vrow(t) : nullptr;
         const F* dv_in = kFwd ? dvrow(t) : nullptr;
         const F* dk_in = kFwd ? dkrow(t) : nullptr;
         // The token's dw term from the key sums, then it enters them; its dv and dk shares from the output sums,
         // then it enters those; the forward pass adds its own u term and the reverse pass's shares.
 #pragma omp simd
         for (int64_t c = 0; c < W; ++c) {
-          const F ek = wexp(kt[c] - kframe[c]), el = wexp(-lt[c] - gframe[c]);
-          const F ekg = ek * cross[c], gel = el * gt[c];
-          if constexpr (kMode != kSumsOnly) dw_acc[c] -= gel * cross[c] * (q1[c] - yt[c] * q2[c]);
-          q1[c] = decay[c] * (q1[c] + a1[c]);
-          q2[c] = decay[c] * (q2[c] + a2[c]);
-          a1[c] = decay[c] * a1[c] + ek * vt[c];
-          a2[c] = decay[c] * a2[c] + ek;
-          F dvc = ekg * g1[c], gyc = ekg * g2[c];
+          F gel;  // e^{-lse_t - gframe} g_t
+          if constexpr (kXSums) {
+            const F xel = wexp(-lt[c] - xframe[c]) * gt[c];
+            gel = xel * xrel[c];
+            rq1[c] = decay[c] * (rq1[c] + r1[c]);
+            rq2[c] = decay[c] * (rq2[c] + r2[c]);
+            r1[c] = decay[c] * r1[c] + xel;
+            r2[c] = decay[c] * r2[c] + xel * yt[c];
+          } else {
+            gel = wexp(-lt[c] - gframe[c]) * gt[c];
+          }
+          if constexpr (kKeys) {
+            const F ek = wexp(kt[c] - kframe[c]), ekg = ek * cross[c];
+            dw_acc[c] -= gel * cross[c] * (q1[c] - yt[c] * q2[c]);
+            q1[c] = decay[c] * (q1[c] + a1[c]);
+            q2[c] = decay[c] * (q2[c] + a2[c]);
+            a1[c] = decay[c] * a1[c] + ek * vt[c];
+            a2[c] = decay[c] * a2[c] + ek;
+            F dvc = ekg * g1[c], gyc = ekg * g2[c];
+            if constexpr (kFwd) {
+              const F sg = eu[c] * ekg * gel;  // e^{u + k_t - lse_t} g_t
+              dvc += dv_in[c] + sg;
+              gyc += dk_in[c] + sg * yt[c];
+              du_acc[c] += sg * (vt[c] - yt[c]);
+              dvt[c] = dvc;
+              dkt[c] = vt[c] * dvc - gyc;
+            } else {
+              dvt[c] = dvc;
+              dkt[c] = gyc;  // sum s*g*y until the forward pass completes dk
+            }
+          }
           g1[c] = decay[c] * g1[c] + gel;
           g2[c] = decay[c] * g2[c] + gel * yt[c];
-          if constexpr (kFwd) {
-            const F sg = eu[c] * ekg * gel;  // e^{u + k_t - lse_t} g_t
-            dvc += dv_in[c] + sg;
-            gyc += dk_in[c] + sg * yt[c];
-            du_acc[c] += sg * (vt[c] - yt[c]);
-            dvt[c] = dvc;
-            dkt[c] = vt[c] * dvc - gyc;
-          } else {
-            dvt[c] = dvc;
-            dkt[c] = gyc;  // sum s*g*y until the forward pass completes dk
-          }
         }
-        if constexpr (kMode != kSumsOnly) dvout(t, dvt), dkout(t, dkt);
+        if constexpr (kKeys) dvout(t, dvt), dkout(t, dkt);
       }
-      rebase(ko, kend, a1, a2, q1, q2);
       rebase(go, gend, g1, g2);
-      for (int64_t a = 0; a < kSums; ++a) copy_groups(local[a], sums(g, a));
-      if constexpr (kMode != kSumsOnly) copy_groups(dw_acc, acc(g, 0)), copy_groups(du_acc, acc(g, 1));
+      if constexpr (kXSums) rebase(xo, xend, r1, r2, rq1, rq2);
+      if constexpr (kKeys) rebase(ko, kend, a1, a2, q1, q2);
+      for (int64_t a = kFirst; a < kLast; ++a) copy_groups(local[a], sums(g, a));
+      if constexpr (kKeys) copy_groups(dw_acc, acc(g, 0)), copy_groups(du_acc, acc(g, 1));
     }
   };
-  using SumsOnly = std::integral_constant<Mode, kSumsOnly>;
+  using GOnly = std::integral_constant<Mode, kGOnly>;
   using Reverse = std::integral_constant<Mode, kReverse>;
   using Forward = std::integral_constant<Mode, kForward>;
-  reset(rsums), reset(fsums);
-  for (int64_t sc = supers - 1; sc >= 0; --sc) {  // reverse sums at every super-chunk's end
-    copy_groups(rsums(0, 0), saved(sc * groups, 0), groups * kSums);
+  using ForwardLast = std::integral_constant<Mode, kForwardLast>;
+  for (int64_t sc = supers - 1; sc >= 0; --sc) {  // g beyond every super-chunk
+    for (int64_t g = 0; g < groups; ++g) copy_groups(rsums(g, kG), g_after(sc * groups + g, 0), 3);
     if (sc > 0)
-      for (int64_t j = std::min(chunks, (sc + 1) * per_super) - 1; j >= sc * per_super; --j) chunk(rsums, j, SumsOnly{});
+      for (int64_t j = std::min(chunks, (sc + 1) * per_super) - 1; j >= sc * per_super; --j) chunk(rsums, j, GOnly{});
   }
   for (int64_t sc = 0; sc < supers; ++sc) {
     const int64_t j0 = sc * per_super, j1 = std::min(chunks, j0 + per_super);
-    copy_groups(saved(sc * groups, 0), rsums(0, 0), groups * kSums);
+    for (int64_t g = 0; g < groups; ++g) {
+      empty(rsums, g, kKv, 5), copy_groups(g_after(sc * groups + g, 0), rsums(g, kG), 3);
+      empty(fsums, g, kX, 5);
+    }
     for (int64_t j = j1 - 1; j >= j0; --j) chunk(rsums, j, Reverse{});
-    for (int64_t j = j0; j < j1; ++j) chunk(fsums, j, Forward{});
+    for (int64_t j = j0; j < j1; ++j) {
+      if (sc + 1 < supers) {
+        chunk(fsums, j, Forward{});
+      } else {
+        chunk(fsums, j, ForwardLast{});
+      }
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+      copy_groups(rsums(g, kKv), own_kv(sc * groups + g, 0), 5);
+      copy_groups(fsums(g, kX), x_sums(sc * groups + g, 0), 5);
+    }
   }
+  // The missing dw shares, per channel in double, with K = e^o (a1, a2, q1, q2) the kv sum beyond super-chunk sc.
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t m = std::min(W, n - g * W);
-    std::copy_n(acc(g, 0), m, dw + g * W), std::copy_n(acc(g, 1), m, du + g * W);
+    for (int64_t c = 0; c < m; ++c) {
+      // The scans decay by the rounded e^{-w} at every token, so K advances by its w: by w itself, the shares
+      // came out with 4x the dw error of a single pass at T = 16384.
+      const double w_scan = -std::log(static_cast<double>(params(g, 1)[c]));
+      double a1 = 0, a2 = 0, q1 = 0, q2 = 0, o = kEmpty, missing = 0;
+      for (int64_t sc = supers - 2; sc >= 0; --sc) {
+        const int64_t len = std::min(T, (sc + 2) * per_super * L) - (sc + 1) * per_super * L;  // tokens of sc + 1
+        advance_moments(a1, a2, q1, q2, o, w_scan, static_cast<double>(len));
+        const F* own = own_kv((sc + 1) * groups + g, 0) + c;
+        merge_moments<double>(a1, a2, q1, q2, o, own[0], own[W], own[2 * W], own[3 * W], own[4 * W]);
+        const F* x = x_sums(sc * groups + g, 0) + c;
+        missing -= std::exp(o + x[4 * W]) * (x[0] * q1 + x[2 * W] * a1 - x[W] * q2 - x[3 * W] * a2);
+      }
+      dw[g * W + c] = static_cast<F>(acc(g, 0)[c] + missing);
+      du[g * W + c] = acc(g, 1)[c];
+    }
   }
 }
 
