@@ -114,7 +114,14 @@ def growth_ratios(namespace: str, B: int, C: int, device: str, repeats: int, sho
         t = {(T, kind): run(fn, 1) for T, fns in calls.items() for kind, fn in zip(("fwd", "fwd_bwd"), fns)}
         for kind in ratios:
             ratios[kind].append(t[long, kind] / t[short, kind])
-    return {kind: statistics.median(values) for kind, values in ratios.items()}
+    out = {kind: statistics.median(values) for kind, values in ratios.items()}
+    out.update({f"{kind}_quartiles": statistics.quantiles(values, n=4)[::2] for kind, values in ratios.items()})
+    return out
+
+
+# Rounds for the growth ratios: on the shared 2-core VM, medians of 9 rounds moved by +-0.25 between back-to-back
+# runs; the quartiles of the per-round ratios are saved beside the median.
+GROWTH_ROUNDS = 31
 
 
 # glibc maps every block above its mmap threshold (at most 32 MB by default) afresh and unmaps it when freed, so an
@@ -261,11 +268,13 @@ def main(argv=None) -> dict:
             summary["speedup_vs_torch_fwd_bwd_T4096_C192"] = slow["forward_backward_ms"] / fast["forward_backward_ms"]
         a, b = find(main_backend, 4096, 192), find(main_backend, 16384, 192)
         if a and b:
-            growth = growth_ratios(backends[main_backend], args.B, 192, args.device, max(args.repeats, 9))
+            rounds = max(args.repeats, GROWTH_ROUNDS)
+            growth = growth_ratios(backends[main_backend], args.B, 192, args.device, rounds)
             summary["time_ratio_T16384_over_T4096_fwd_bwd"] = growth["fwd_bwd"]
             summary["time_ratio_T16384_over_T4096_fwd"] = growth["fwd"]
+            summary["time_ratio_T16384_over_T4096_fwd_bwd_quartiles"] = growth["fwd_bwd_quartiles"]
             if args.device == "cpu":
-                reused = growth_ratios_reused_memory(args.B, 192, max(args.repeats, 9))
+                reused = growth_ratios_reused_memory(args.B, 192, rounds)
                 summary["time_ratio_T16384_over_T4096_fwd_bwd_reused_memory"] = reused["fwd_bwd"]
                 summary["time_ratio_T16384_over_T4096_fwd_reused_memory"] = reused["fwd"]
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
@@ -278,7 +287,7 @@ def main(argv=None) -> dict:
     if blocks:
         summary["max_wkv_share_of_block"] = max(r["wkv_share"] for r in blocks)
     for key, value in summary.items():
-        print(f"{key}: {value:.3g}")
+        print(f"{key}: " + (", ".join(f"{v:.3g}" for v in value) if isinstance(value, list) else f"{value:.3g}"))
     result = {
         "machine": machine_info(args.device),
         "copy_bandwidth_GBps": copy_bw / 1e9, "clone_bandwidth_GBps": clone_bw / 1e9, "rows": rows,

@@ -28,6 +28,11 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _number(v) -> str:
+    """A summary value: a number, or a list of numbers (quartiles)."""
+    return ", ".join(f"{x:.2f}" for x in v) if isinstance(v, list) else f"{v:.2f}"
+
+
 def machine(d: dict) -> str:
     m = d.get("machine", {})
     return (f"Measured on: {m.get('platform', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}, "
@@ -75,7 +80,7 @@ def wkv_section(d: dict) -> str:
                       [[r["res"], r["tokens"], f"{r['block_ms']:.2f}", f"{r['wkv_ms']:.2f}",
                         f"{100 * r['wkv_share']:.1f} %"] for r in d["block_share"]]), ""]
     if d.get("summary"):
-        out += ["Summary:", ""] + [f"- `{k}`: {v:.2f}" for k, v in d["summary"].items()] + [""]
+        out += ["Summary:", ""] + [f"- `{k}`: {_number(v)}" for k, v in d["summary"].items()] + [""]
     return "\n".join(out)
 
 
@@ -107,7 +112,7 @@ def models_section(d: dict) -> str:
             f"{r['dtype']}: {r['error']}" for r in failed]
         out.append("")
     if d.get("summary"):
-        out += ["Summary:", ""] + [f"- `{k}`: {v:.2f}" for k, v in d["summary"].items()] + [""]
+        out += ["Summary:", ""] + [f"- `{k}`: {_number(v)}" for k, v in d["summary"].items()] + [""]
     plot = plot_models(infer, "model_scaling_cuda.png" if on_gpu(d) else "model_scaling.png")
     if plot:
         out += [f"![images/s against resolution]({plot})", ""]

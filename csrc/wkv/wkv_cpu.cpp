@@ -452,9 +452,10 @@ void forward_chunked(const scalar_t* k, const scalar_t* v, const F* w_in, const 
   }
 }
 
-// Bytes of the backward's arrays (k, v, gy, y, lse, dv, dk) per work item that a super-chunk may span: the share of
-// a last-level cache that keeps a super-chunk's rows resident from its reverse pass to its forward pass.
-constexpr int64_t kSuperChunkBytes = 8 << 20;
+// Bytes of the backward's arrays (k, v, gy, y, lse, dv, dk) per work item that a super-chunk may span: about one
+// core's L2, which keeps a super-chunk's rows resident from its reverse pass to its forward pass. At B = 4, C = 192
+// (192 tokens per super-chunk) this measured as fast as 8 MB (a share of the L3) at T = 4096, and 4% faster at 16384.
+constexpr int64_t kSuperChunkBytes = 1 << 20;
 
 // Bidirectional backward of one (batch, channel block): the two passes of backward_stable, cache-blocked. The
 // super-chunks go left to right, each running the full reverse pass and then the full forward pass over its
