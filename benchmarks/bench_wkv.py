@@ -2,16 +2,17 @@
 
     python benchmarks/bench_wkv.py [--device cpu|cuda] [--repeats N] [--out benchmarks/results/wkv.json]
 
-For T in {196, 1024, 4096, 16384}, C in {192, 384}, B = 4, fp32: median time of repeats after a warm-up, for the
-compiled backend ("cpp" on CPU, "cuda" on GPU) and the pure-PyTorch path. Bandwidth counts the bytes the forward
-must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares them with torch's tensor copy
-(read + write) of a buffer of the same size on the same machine. The growth ratio time(T=16384) / time(T=4096)
-(C = 192) is measured separately, with the two lengths interleaved (median of per-repeat ratios), once as is and
-once in a process whose allocator reuses large output buffers (see REUSED_MEMORY_ENV). The forward's
-cost per element at the shortest and the longest T, on one thread and on all, shows where its time goes (on a GPU:
-each kernel's time per call, from torch.profiler). Last,
-torch.profiler splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and
-the rest (median of single-call profiles).
+For T in {196, 1024, 4096, 16384}, C in {192, 384}, B = 4, fp32: median time of repeats after a warm-up (each
+repeat a round over all shapes), for the compiled backend ("cpp" on CPU, "cuda" on GPU) and the pure-PyTorch path.
+Bandwidth counts the bytes the forward must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares
+them with torch's tensor copy (read + write) of a buffer of the same size on the same machine.
+
+The growth ratio time(T=16384) / time(T=4096) (C = 192) is measured separately, with the two lengths interleaved
+(ratio of their median times): once as is, and on CPU in processes whose allocator treats both lengths' outputs
+alike (see MEMORY_ENVS). The forward's cost per element at the shortest and the longest T, on one thread and on
+all, shows where its time goes (on a GPU: each kernel's time per call, from torch.profiler). Last, torch.profiler
+splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and the rest
+(median of single-call profiles).
 """
 
 from __future__ import annotations
@@ -93,54 +94,73 @@ def make_calls(namespace: str, B: int, T: int, C: int, device: str):
     return fwd, fwd_bwd
 
 
-def bench_point(namespace: str, B: int, T: int, C: int, device: str, repeats: int) -> dict:
-    fwd, fwd_bwd = make_calls(namespace, B, T, C, device)
+def bench_points(namespace: str, B: int, shapes: list[tuple[int, int]], device: str, repeats: int) -> list[dict]:
+    """Forward and forward+backward time of every (T, C) in shapes, medians over `repeats` rounds; each round times
+    every shape once, so that a slow spell of a shared machine spreads over all shapes instead of one."""
+    calls = [make_calls(namespace, B, T, C, device) for T, C in shapes]
     run = timer(device)
-    t_fwd = run(fwd, repeats)
-    t_fb = run(fwd_bwd, repeats)
-    return {"B": B, "T": T, "C": C, "forward_ms": t_fwd * 1e3, "forward_backward_ms": t_fb * 1e3,
-            "forward_GBps": 3 * B * T * C * 4 / t_fwd / 1e9}
+    times = [([], []) for _ in shapes]
+    for _ in range(repeats):
+        for (fwd, fwd_bwd), (t_fwd, t_fb) in zip(calls, times):
+            t_fwd.append(run(fwd, 1))
+            t_fb.append(run(fwd_bwd, 1))
+    rows = []
+    for (T, C), (t_fwd, t_fb) in zip(shapes, times):
+        f, fb = statistics.median(t_fwd), statistics.median(t_fb)
+        rows.append({"B": B, "T": T, "C": C, "forward_ms": f * 1e3, "forward_backward_ms": fb * 1e3,
+                     "forward_GBps": 3 * B * T * C * 4 / f / 1e9})
+    return rows
 
 
 def growth_ratios(namespace: str, B: int, C: int, device: str, repeats: int, short: int = 4096,
                   long: int = 16384) -> dict:
-    """time(T=long) / time(T=short), forward and forward+backward, measured interleaved: each repeat times all four
-    calls back to back and gives one ratio, and the median ratio is reported. A slow spell of a shared machine then
-    hits both lengths alike instead of whichever was being measured at the time."""
+    """time(T=long) / time(T=short), forward ("fwd") and forward+backward ("fwd_bwd"): the ratio of the two lengths'
+    median times over `repeats` interleaved rounds (each round times all four calls back to back, so that a slow
+    spell of a shared machine hits both lengths alike). Also the median and quartiles of the per-round ratios
+    ("<kind>_round_median", "<kind>_round_quartiles"): on the 2-core VM the per-call noise is independent and
+    heavier at the long length (its fresh output pages), which skews those upwards."""
     calls = {T: make_calls(namespace, B, T, C, device) for T in (short, long)}
     run = timer(device)
-    ratios = {"fwd": [], "fwd_bwd": []}
+    times = {(T, kind): [] for T in (short, long) for kind in ("fwd", "fwd_bwd")}
     for _ in range(repeats):
-        t = {(T, kind): run(fn, 1) for T, fns in calls.items() for kind, fn in zip(("fwd", "fwd_bwd"), fns)}
-        for kind in ratios:
-            ratios[kind].append(t[long, kind] / t[short, kind])
-    out = {kind: statistics.median(values) for kind, values in ratios.items()}
-    out.update({f"{kind}_quartiles": statistics.quantiles(values, n=4)[::2] for kind, values in ratios.items()})
+        for T, fns in calls.items():
+            for kind, fn in zip(("fwd", "fwd_bwd"), fns):
+                times[T, kind].append(run(fn, 1))
+    out = {}
+    for kind in ("fwd", "fwd_bwd"):
+        a, b = times[short, kind], times[long, kind]
+        rounds = [y / x for x, y in zip(a, b)]
+        out[kind] = statistics.median(b) / statistics.median(a)
+        out[f"{kind}_round_median"] = statistics.median(rounds)
+        out[f"{kind}_round_quartiles"] = statistics.quantiles(rounds, n=4)[::2]
     return out
 
 
 # Rounds for the growth ratios: on the shared 2-core VM, medians of 9 rounds moved by +-0.25 between back-to-back
-# runs; the quartiles of the per-round ratios are saved beside the median.
+# runs.
 GROWTH_ROUNDS = 31
 
 
 # glibc maps every block above its mmap threshold (at most 32 MB by default) afresh and unmaps it when freed, so an
 # op whose outputs are larger pays for faulting in and zeroing new pages on every call, and one whose outputs are
-# smaller reuses heap memory for free. At B = 4, C = 192 the outputs are 12.6 MB at T = 4096 and 50 MB at T = 16384.
-# These settings make glibc serve both from its heap, as jemalloc or tcmalloc would.
-REUSED_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+# smaller reuses heap memory for free. At B = 4, C = 192 the outputs are 12.6 MB at T = 4096 and 50 MB at T = 16384,
+# so under the defaults only the longer length pays. Two settings treat both lengths alike: every output from the
+# heap (as jemalloc or tcmalloc would serve them), or every output freshly mapped (a fixed 1 MB threshold).
+MEMORY_ENVS = {
+    "reused_memory": {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)},
+    "fresh_memory": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
+}
 
 
-def growth_ratios_reused_memory(B: int, C: int, repeats: int) -> dict:
-    """growth_ratios() in a fresh process whose allocator reuses large output buffers (REUSED_MEMORY_ENV): the
-    kernels' own growth, without the page faults that only the longer length pays under glibc's defaults."""
+def growth_ratios_in(memory: str, B: int, C: int, repeats: int) -> dict:
+    """growth_ratios() in a fresh process with the allocator setting MEMORY_ENVS[memory]."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_wkv as b; "
             "from rwkv_vision.ops import wkv as W; "
             "a = [int(x) for x in sys.argv[2:5]]; "
             "print(json.dumps(b.growth_ratios(W._namespace_for('cpu'), a[0], a[1], 'cpu', a[2])))")
     here = os.path.dirname(os.path.abspath(__file__))
     out = subprocess.run([sys.executable, "-c", code, here, str(B), str(C), str(repeats)],
-                         env={**os.environ, **REUSED_MEMORY_ENV}, capture_output=True, text=True, check=True)
+                         env={**os.environ, **MEMORY_ENVS[memory]}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -241,16 +261,13 @@ def main(argv=None) -> dict:
     backends.setdefault("torch", "rwkv_vision_torch")
     rows = []
     for name, namespace in backends.items():
-        for C in args.C:
-            for T in args.T:
-                if name == "torch" and T > args.torch_max_T:
-                    continue
-                repeats = args.torch_repeats if name == "torch" else args.repeats
-                row = {"backend": name, **bench_point(namespace, args.B, T, C, args.device, repeats)}
-                rows.append(row)
-                print(f"{name:>6} B={row['B']} T={T:>5} C={C}: forward {row['forward_ms']:9.2f} ms   "
-                      f"forward+backward {row['forward_backward_ms']:9.2f} ms   forward {row['forward_GBps']:.2f} GB/s",
-                      flush=True)
+        shapes = [(T, C) for C in args.C for T in args.T if name != "torch" or T <= args.torch_max_T]
+        repeats = args.torch_repeats if name == "torch" else args.repeats
+        for row in bench_points(namespace, args.B, shapes, args.device, repeats):
+            rows.append({"backend": name, **row})
+            print(f"{name:>6} B={row['B']} T={row['T']:>5} C={row['C']}: forward {row['forward_ms']:9.2f} ms   "
+                  f"forward+backward {row['forward_backward_ms']:9.2f} ms   forward {row['forward_GBps']:.2f} GB/s",
+                  flush=True)
     copy_bytes = 3 * args.B * max(args.T) * 192 * 4
     copy_bw = copy_bandwidth(copy_bytes, args.device, max(args.repeats, 5))
     clone_bw = clone_bandwidth(copy_bytes, args.device, max(args.repeats, 5))
@@ -272,11 +289,13 @@ def main(argv=None) -> dict:
             growth = growth_ratios(backends[main_backend], args.B, 192, args.device, rounds)
             summary["time_ratio_T16384_over_T4096_fwd_bwd"] = growth["fwd_bwd"]
             summary["time_ratio_T16384_over_T4096_fwd"] = growth["fwd"]
-            summary["time_ratio_T16384_over_T4096_fwd_bwd_quartiles"] = growth["fwd_bwd_quartiles"]
+            summary["time_ratio_T16384_over_T4096_fwd_bwd_round_median"] = growth["fwd_bwd_round_median"]
+            summary["time_ratio_T16384_over_T4096_fwd_bwd_round_quartiles"] = growth["fwd_bwd_round_quartiles"]
             if args.device == "cpu":
-                reused = growth_ratios_reused_memory(args.B, 192, rounds)
-                summary["time_ratio_T16384_over_T4096_fwd_bwd_reused_memory"] = reused["fwd_bwd"]
-                summary["time_ratio_T16384_over_T4096_fwd_reused_memory"] = reused["fwd"]
+                for memory in MEMORY_ENVS:
+                    growth = growth_ratios_in(memory, args.B, 192, rounds)
+                    summary[f"time_ratio_T16384_over_T4096_fwd_bwd_{memory}"] = growth["fwd_bwd"]
+                    summary[f"time_ratio_T16384_over_T4096_fwd_{memory}"] = growth["fwd"]
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
             summary["forward_bandwidth_fraction_of_clone_T16384_C192"] = b["forward_GBps"] * 1e9 / clone_bw
     profile = (forward_profile(compiled, args.B, 192, args.device, max(args.repeats, 9), (min(args.T), max(args.T)))
