@@ -104,15 +104,16 @@ def test_chunked_and_stable_regimes_match_oracle(backend, regime):
 
 @pytest.mark.parametrize(
     "regime,T,grad_rtol",
-    [("plain", 4000, 2e-4), ("wide_k", 4000, 2e-4), ("growth", 4000, 2e-4), ("plain", 16384, 3e-4)],
+    [("plain", 4000, 2e-4), ("wide_k", 4000, 2e-4), ("growth", 4000, 2e-4), ("short_chunks", 4000, 2e-4),
+     ("plain", 16384, 3e-4)],
 )
 def test_long_sequence_matches_float64(backend, regime, T, grad_rtol):
     """B = 4, C = 192: the compiled backward spans many cache-sized super-chunks (192 tokens each for the
     192-channel blocks it uses with up to 4 threads) and adds up their dw shares at the end (backward_chunked). In
     float64 the kernel must match the reference to rounding, so a wrong formula shows at once; in float32, to the
     rounding of T-token sums (which grows with T). The reference is the pure-PyTorch path in float64 (linear memory;
-    the dense oracle would need T^2). Regimes: k over +-40 (wide_k), and weights that grow with distance up to
-    e^{25} (growth: w < 0)."""
+    the dense oracle would need T^2). Regimes: k over +-40 (wide_k), weights that grow with distance up to e^{25}
+    (growth: w < 0), and |w| up to 2, which cuts chunks to 15 tokens (short_chunks)."""
     if backend == "torch":
         pytest.skip("the reference is the PyTorch path")
     from rwkv_vision.ops.wkv import _OPS, _namespace_for
@@ -125,6 +126,8 @@ def test_long_sequence_matches_float64(backend, regime, T, grad_rtol):
         k = k * 10
     elif regime == "growth":
         w = -w.abs() * 1.5
+    elif regime == "short_chunks":
+        w[:3] = torch.tensor([1.5, 2.0, 0.8])
     ref_fwd, ref_bwd = _OPS["rwkv_vision_torch"]
     d = [t.double() for t in (k, v, w, u)]
     y_ref, lse_ref = ref_fwd(*d, True, True)
