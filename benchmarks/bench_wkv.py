@@ -293,9 +293,9 @@ def main(argv=None) -> dict:
             summary["time_ratio_T16384_over_T4096_fwd_bwd_round_quartiles"] = growth["fwd_bwd_round_quartiles"]
             if args.device == "cpu":
                 for memory in MEMORY_ENVS:
-                    growth = growth_ratios_in(memory, args.B, 192, rounds)
-                    summary[f"time_ratio_T16384_over_T4096_fwd_bwd_{memory}"] = growth["fwd_bwd"]
-                    summary[f"time_ratio_T16384_over_T4096_fwd_{memory}"] = growth["fwd"]
+                    alike = growth_ratios_in(memory, args.B, 192, rounds)
+                    summary[f"time_ratio_T16384_over_T4096_fwd_bwd_{memory}"] = alike["fwd_bwd"]
+                    summary[f"time_ratio_T16384_over_T4096_fwd_{memory}"] = alike["fwd"]
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
             summary["forward_bandwidth_fraction_of_clone_T16384_C192"] = b["forward_GBps"] * 1e9 / clone_bw
     profile = (forward_profile(compiled, args.B, 192, args.device, max(args.repeats, 9), (min(args.T), max(args.T)))
