@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -7,6 +8,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the oracle and test helpers
 
 SHARED = Path(os.environ.get("RWKV_VISION_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Path:
+    """A folder for one test module's shared files, removed when the module ends: the files are large."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +39,12 @@ def loopback():
 
 
 @pytest.fixture(scope="module")
-def client(loopback, tmp_path_factory):
+def client(loopback, module_tmp):
     """A worker process whose huggingface_hub talks to ``loopback`` (HF_ENDPOINT is read at import)."""
     from hub_server import HubClient, client_env
 
-    home = tmp_path_factory.mktemp("hf_home")
+    home = module_tmp / "hf_home"
+    home.mkdir()
     worker = HubClient(client_env(loopback, home), home / "worker.log")
     worker.home = home
     yield worker

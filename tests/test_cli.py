@@ -18,11 +18,11 @@ from test_train import make_faces, tiny_config
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, dict]:
+def trained(module_tmp) -> tuple[Path, Path, dict]:
     """(data root, run folder, results.json) of a 4-epoch `rwkv-vision train` run from a YAML file."""
     import yaml
 
-    tmp = tmp_path_factory.mktemp("cli")
+    tmp = module_tmp
     faces = make_faces(tmp / "faces")
     run = tmp / "run"
     cfg = tiny_config(faces, run, train={"epochs": 4, "progress": "off"})

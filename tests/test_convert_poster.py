@@ -118,7 +118,7 @@ def fake_main(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def official_checkpoint(tmp_path_factory):
+def official_checkpoint(module_tmp):
     """An official-style POSTER V2 model.pth: DataParallel keys, dead modules, recorders, optimizer, best_acc."""
     state = random_state(poster_v2_official_shapes(7), prefix="module.")
     for i, grid in enumerate((28, 14, 7), start=1):
@@ -127,7 +127,7 @@ def official_checkpoint(tmp_path_factory):
     optimizer = torch.optim.Adam([param])
     param.grad = torch.ones(3)
     optimizer.step()
-    path = tmp_path_factory.mktemp("official") / "model.pth"
+    path = module_tmp / "model.pth"
     with pytest.MonkeyPatch.context() as patch:
         main = _fake_main()
         patch.setitem(sys.modules, "__main__", main)

@@ -94,9 +94,10 @@ def test_server_down_and_offline_use_the_cache(loopback, client, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def broken_repos(loopback, tmp_path_factory):
+def broken_repos(loopback, module_tmp):
     """Repositories that must fail, each with the cause it must be reported by."""
-    root = tmp_path_factory.mktemp("broken")
+    root = module_tmp / "broken"
+    root.mkdir()
     good = saved(nano(seed=4), root / "good")
     data = (good / "model.safetensors").read_bytes()
     config = json.loads((good / "config.json").read_text())

@@ -64,8 +64,8 @@ def tiny_config(data_root: Path, output: Path, **sections) -> dict:
 
 
 @pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> Path:
-    return make_faces(tmp_path_factory.mktemp("faces"))
+def faces(module_tmp) -> Path:
+    return make_faces(module_tmp / "faces")
 
 
 # ---------------------------------------------------------------------------------------------- config
