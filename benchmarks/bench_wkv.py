@@ -7,9 +7,9 @@ repeat a round over all shapes), for the compiled backend ("cpp" on CPU, "cuda" 
 Bandwidth counts the bytes the forward must move at least (read k and v, write y: 3 * B*T*C*4 bytes) and compares
 them with torch's tensor copy (read + write) of a buffer of the same size on the same machine.
 
-The growth ratio time(T=16384) / time(T=4096) (C = 192) is measured separately, with the two lengths interleaved
-(ratio of their median times): once as is, and on CPU in processes whose allocator treats both lengths' outputs
-alike (see MEMORY_ENVS). The forward's cost per element at the shortest and the longest T, on one thread and on
+The growth ratio time(T=16384) / time(T=4096) (C = 192) is measured separately, in fresh processes, with the two
+lengths interleaved (ratio of their median times; the median over processes): under glibc's defaults, and on CPU
+also under allocator settings that treat both lengths' outputs alike (see MEMORY_ENVS). The forward's cost per element at the shortest and the longest T, on one thread and on
 all, shows where its time goes (on a GPU: each kernel's time per call, from torch.profiler). Last, torch.profiler
 splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and the rest
 (median of single-call profiles).
@@ -116,9 +116,7 @@ def growth_ratios(namespace: str, B: int, C: int, device: str, repeats: int, sho
                   long: int = 16384) -> dict:
     """time(T=long) / time(T=short), forward ("fwd") and forward+backward ("fwd_bwd"): the ratio of the two lengths'
     median times over `repeats` interleaved rounds (each round times all four calls back to back, so that a slow
-    spell of a shared machine hits both lengths alike). Also the median and quartiles of the per-round ratios
-    ("<kind>_round_median", "<kind>_round_quartiles"): on the 2-core VM the per-call noise is independent and
-    heavier at the long length (its fresh output pages), which skews those upwards."""
+    spell of a shared machine hits both lengths alike)."""
     calls = {T: make_calls(namespace, B, T, C, device) for T in (short, long)}
     run = timer(device)
     times = {(T, kind): [] for T in (short, long) for kind in ("fwd", "fwd_bwd")}
@@ -126,19 +124,15 @@ def growth_ratios(namespace: str, B: int, C: int, device: str, repeats: int, sho
         for T, fns in calls.items():
             for kind, fn in zip(("fwd", "fwd_bwd"), fns):
                 times[T, kind].append(run(fn, 1))
-    out = {}
-    for kind in ("fwd", "fwd_bwd"):
-        a, b = times[short, kind], times[long, kind]
-        rounds = [y / x for x, y in zip(a, b)]
-        out[kind] = statistics.median(b) / statistics.median(a)
-        out[f"{kind}_round_median"] = statistics.median(rounds)
-        out[f"{kind}_round_quartiles"] = statistics.quantiles(rounds, n=4)[::2]
-    return out
+    return {kind: statistics.median(times[long, kind]) / statistics.median(times[short, kind])
+            for kind in ("fwd", "fwd_bwd")}
 
 
-# Rounds for the growth ratios: on the shared 2-core VM, medians of 9 rounds moved by +-0.25 between back-to-back
-# runs.
+# Rounds per growth measurement, and fresh processes per allocator setting. On the shared 2-core VM a slow spell
+# lasts seconds and hits the long length harder (its fresh output pages): back-to-back measurements of 31 rounds
+# ranged from 3.6 to 4.4, and of 101 rounds from 3.84 to 4.24. A median over processes is steadier.
 GROWTH_ROUNDS = 31
+GROWTH_PROCESSES = 5
 
 
 # glibc maps every block above its mmap threshold (at most 32 MB by default) afresh and unmaps it when freed, so an
@@ -147,21 +141,41 @@ GROWTH_ROUNDS = 31
 # so under the defaults only the longer length pays. Two settings treat both lengths alike: every output from the
 # heap (as jemalloc or tcmalloc would serve them), or every output freshly mapped (a fixed 1 MB threshold).
 MEMORY_ENVS = {
+    "glibc_defaults": {},
     "reused_memory": {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)},
     "fresh_memory": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
 }
 
 
-def growth_ratios_in(memory: str, B: int, C: int, repeats: int) -> dict:
-    """growth_ratios() in a fresh process with the allocator setting MEMORY_ENVS[memory]."""
+def growth_ratios_in(env: dict, B: int, C: int, device: str, repeats: int) -> dict:
+    """growth_ratios() in a fresh process (its heap untouched by the rest of the benchmark) with `env` added."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_wkv as b; "
             "from rwkv_vision.ops import wkv as W; "
-            "a = [int(x) for x in sys.argv[2:5]]; "
-            "print(json.dumps(b.growth_ratios(W._namespace_for('cpu'), a[0], a[1], 'cpu', a[2])))")
+            "B, C, repeats, device = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]; "
+            "print(json.dumps(b.growth_ratios(W._namespace_for(device), B, C, device, repeats)))")
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", code, here, str(B), str(C), str(repeats)],
-                         env={**os.environ, **MEMORY_ENVS[memory]}, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, here, str(B), str(C), str(repeats), device],
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def growth_summary(B: int, C: int, device: str, repeats: int, processes: int) -> dict:
+    """Growth ratios, each the median over `processes` fresh processes, per allocator setting (CPU: MEMORY_ENVS; GPU:
+    the caching allocator only). The settings take turns, so that a slow spell spreads over all of them. Keys:
+    time_ratio_T16384_over_T4096_{fwd_bwd,fwd}[_<setting>] (no suffix: glibc's defaults), and the per-process
+    forward+backward ratios under ..._fwd_bwd[_<setting>]_per_process."""
+    settings = MEMORY_ENVS if device == "cpu" else {"glibc_defaults": {}}
+    ratios = {name: [] for name in settings}
+    for _ in range(processes):
+        for name, env in settings.items():
+            ratios[name].append(growth_ratios_in(env, B, C, device, repeats))
+    summary = {}
+    for name, runs in ratios.items():
+        suffix = "" if name == "glibc_defaults" else f"_{name}"
+        for kind in ("fwd_bwd", "fwd"):
+            summary[f"time_ratio_T16384_over_T4096_{kind}{suffix}"] = statistics.median(r[kind] for r in runs)
+        summary[f"time_ratio_T16384_over_T4096_fwd_bwd{suffix}_per_process"] = [r["fwd_bwd"] for r in runs]
+    return summary
 
 
 def forward_profile(namespace: str, B: int, C: int, device: str, repeats: int, lengths) -> list[dict]:
@@ -285,17 +299,8 @@ def main(argv=None) -> dict:
             summary["speedup_vs_torch_fwd_bwd_T4096_C192"] = slow["forward_backward_ms"] / fast["forward_backward_ms"]
         a, b = find(main_backend, 4096, 192), find(main_backend, 16384, 192)
         if a and b:
-            rounds = max(args.repeats, GROWTH_ROUNDS)
-            growth = growth_ratios(backends[main_backend], args.B, 192, args.device, rounds)
-            summary["time_ratio_T16384_over_T4096_fwd_bwd"] = growth["fwd_bwd"]
-            summary["time_ratio_T16384_over_T4096_fwd"] = growth["fwd"]
-            summary["time_ratio_T16384_over_T4096_fwd_bwd_round_median"] = growth["fwd_bwd_round_median"]
-            summary["time_ratio_T16384_over_T4096_fwd_bwd_round_quartiles"] = growth["fwd_bwd_round_quartiles"]
-            if args.device == "cpu":
-                for memory in MEMORY_ENVS:
-                    alike = growth_ratios_in(memory, args.B, 192, rounds)
-                    summary[f"time_ratio_T16384_over_T4096_fwd_bwd_{memory}"] = alike["fwd_bwd"]
-                    summary[f"time_ratio_T16384_over_T4096_fwd_{memory}"] = alike["fwd"]
+            summary.update(growth_summary(args.B, 192, args.device, max(args.repeats, GROWTH_ROUNDS),
+                                          GROWTH_PROCESSES))
             summary["forward_bandwidth_fraction_of_copy_T16384_C192"] = b["forward_GBps"] * 1e9 / copy_bw
             summary["forward_bandwidth_fraction_of_clone_T16384_C192"] = b["forward_GBps"] * 1e9 / clone_bw
     profile = (forward_profile(compiled, args.B, 192, args.device, max(args.repeats, 9), (min(args.T), max(args.T)))

@@ -82,12 +82,13 @@ def wkv_section(d: dict) -> str:
     if d.get("summary"):
         out += ["Summary:", ""] + [f"- `{k}`: {_number(v)}" for k, v in d["summary"].items()] + [""]
         if "time_ratio_T16384_over_T4096_fwd_bwd_fresh_memory" in d["summary"]:
-            out += ["The `time_ratio` keys divide the median times of the two lengths, measured interleaved "
-                    "(`round_median` and `round_quartiles`: the same per round). With glibc's defaults the "
-                    "outputs at T = 4096 (12.6 MB each) come from reused heap memory and those at T = 16384 (50 MB) "
-                    "are mapped afresh on every call, so only the longer length pays for zeroed pages; "
-                    "`reused_memory` and `fresh_memory` run both lengths under one allocator setting, all outputs "
-                    "from the heap or all freshly mapped (`MEMORY_ENVS` in bench_wkv.py).", ""]
+            out += ["The `time_ratio` keys divide the median times of the two lengths, measured interleaved in a "
+                    "fresh process; each is the median over processes (`per_process`: each process's value). With "
+                    "glibc's defaults (no suffix) the outputs at T = 4096 (12.6 MB each) come from reused heap "
+                    "memory and those at T = 16384 (50 MB) are mapped afresh on every call, so only the longer "
+                    "length pays for zeroed pages; `reused_memory` and `fresh_memory` run both lengths under one "
+                    "allocator setting, all outputs from the heap or all freshly mapped (`MEMORY_ENVS` in "
+                    "bench_wkv.py).", ""]
     return "\n".join(out)
 
 
