@@ -147,34 +147,35 @@ MEMORY_ENVS = {
 }
 
 
-def growth_ratios_in(env: dict, B: int, C: int, device: str, repeats: int) -> dict:
+def growth_ratios_in(env: dict, B: int, C: int, device: str, repeats: int, short: int, long: int) -> dict:
     """growth_ratios() in a fresh process (its heap untouched by the rest of the benchmark) with `env` added."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_wkv as b; "
             "from rwkv_vision.ops import wkv as W; "
-            "B, C, repeats, device = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]; "
-            "print(json.dumps(b.growth_ratios(W._namespace_for(device), B, C, device, repeats)))")
+            "B, C, repeats, short, long = (int(x) for x in sys.argv[2:7]); device = sys.argv[7]; "
+            "print(json.dumps(b.growth_ratios(W._namespace_for(device), B, C, device, repeats, short, long)))")
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", code, here, str(B), str(C), str(repeats), device],
+    out = subprocess.run([sys.executable, "-c", code, here, *(str(x) for x in (B, C, repeats, short, long)), device],
                          env={**os.environ, **env}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def growth_summary(B: int, C: int, device: str, repeats: int, processes: int) -> dict:
-    """Growth ratios, each the median over `processes` fresh processes, per allocator setting (CPU: MEMORY_ENVS; GPU:
-    the caching allocator only). The settings take turns, so that a slow spell spreads over all of them. Keys:
-    time_ratio_T16384_over_T4096_{fwd_bwd,fwd}[_<setting>] (no suffix: glibc's defaults), and the per-process
-    forward+backward ratios under ..._fwd_bwd[_<setting>]_per_process."""
+def growth_summary(B: int, C: int, device: str, repeats: int, processes: int, short: int = 4096,
+                   long: int = 16384) -> dict:
+    """Growth ratios time(T=long) / time(T=short), each the median over `processes` fresh processes, per allocator
+    setting (CPU: MEMORY_ENVS; GPU: the caching allocator only). The settings take turns, so that a slow spell spreads
+    over all of them. Keys: time_ratio_T<long>_over_T<short>_{fwd_bwd,fwd}[_<setting>] (no suffix: glibc's defaults),
+    and each process's forward+backward ratio under ..._fwd_bwd[_<setting>]_per_process."""
     settings = MEMORY_ENVS if device == "cpu" else {"glibc_defaults": {}}
     ratios = {name: [] for name in settings}
     for _ in range(processes):
         for name, env in settings.items():
-            ratios[name].append(growth_ratios_in(env, B, C, device, repeats))
+            ratios[name].append(growth_ratios_in(env, B, C, device, repeats, short, long))
     summary = {}
     for name, runs in ratios.items():
         suffix = "" if name == "glibc_defaults" else f"_{name}"
         for kind in ("fwd_bwd", "fwd"):
-            summary[f"time_ratio_T16384_over_T4096_{kind}{suffix}"] = statistics.median(r[kind] for r in runs)
-        summary[f"time_ratio_T16384_over_T4096_fwd_bwd{suffix}_per_process"] = [r["fwd_bwd"] for r in runs]
+            summary[f"time_ratio_T{long}_over_T{short}_{kind}{suffix}"] = statistics.median(r[kind] for r in runs)
+        summary[f"time_ratio_T{long}_over_T{short}_fwd_bwd{suffix}_per_process"] = [r["fwd_bwd"] for r in runs]
     return summary
 
 

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
+README = ROOT / "README.md"
+README_WKV = ("<!-- wkv table: benchmarks/report.py writes it from benchmarks/results/wkv.json -->", "<!-- /wkv table -->")
 
 
 def load(name: str) -> dict | None:
@@ -90,6 +92,35 @@ def wkv_section(d: dict) -> str:
                     "allocator setting, all outputs from the heap or all freshly mapped (`MEMORY_ENVS` in "
                     "bench_wkv.py).", ""]
     return "\n".join(out)
+
+
+def wkv_readme_table(d: dict) -> str:
+    """The README's WKV table: forward and forward+backward ms of each backend at C = 192, and the speedup."""
+    at = {(r["backend"], r["T"]): r for r in d["rows"] if r["C"] == 192}
+    compiled = next(r["backend"] for r in d["rows"] if r["backend"] != "torch")
+    lengths = sorted({T for _, T in at})
+    rows = []
+    for T in lengths:
+        fast, slow = at[compiled, T], at.get(("torch", T))
+        rows.append([T, f"{fast['forward_ms']:.2f}", f"{fast['forward_backward_ms']:.2f}",
+                     f"{slow['forward_ms']:.1f}" if slow else "-", f"{slow['forward_backward_ms']:.1f}" if slow else "-",
+                     f"{slow['forward_backward_ms'] / fast['forward_backward_ms']:.0f}x" if slow else "-"])
+    B, m = d["rows"][0]["B"], d["machine"]
+    return "\n".join([
+        f"Milliseconds per call at B = {B}, C = 192, fp32, on {m['cpu_count']} CPU cores with {m['threads']} threads "
+        "(`python benchmarks/bench_wkv.py`, medians; the PyTorch path is timed up to T = "
+        f"{max(T for b, T in at if b == 'torch')}; every shape in [docs/benchmarks.md](docs/benchmarks.md)):", "",
+        table(["T", f"{compiled} forward", f"{compiled} fwd+bwd", "torch forward", "torch fwd+bwd", "fwd+bwd speedup"],
+              rows)])
+
+
+def readme_with_wkv_table(readme: str, d: dict) -> str:
+    """`readme` with the text between the README_WKV markers replaced by wkv_readme_table(d)."""
+    start, end = README_WKV
+    if start not in readme or end not in readme:
+        raise ValueError(f"README.md lacks the WKV table markers {start} ... {end}")
+    head, rest = readme.split(start, 1)
+    return head + start + "\n" + wkv_readme_table(d) + "\n" + end + rest.split(end, 1)[1]
 
 
 def models_section(d: dict) -> str:
@@ -183,6 +214,10 @@ def main() -> None:
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.md").write_text("\n".join(parts))
     print(f"wrote {DOCS / 'benchmarks.md'}")
+    wkv = load("wkv")
+    if wkv is not None:
+        README.write_text(readme_with_wkv_table(README.read_text(), wkv))
+        print(f"wrote the WKV table in {README}")
 
 
 if __name__ == "__main__":

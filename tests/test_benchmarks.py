@@ -1,8 +1,14 @@
 """The benchmark scripts run end to end on tiny sizes and write the JSON the docs are rendered from."""
 
 import json
+import sys
+from pathlib import Path
+
+import pytest
 
 from rwkv_vision.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def test_wkv_benchmark_writes_json(tmp_path):
@@ -16,6 +22,17 @@ def test_wkv_benchmark_writes_json(tmp_path):
     assert result["copy_bandwidth_GBps"] > 0 and 0 < result["block_share"][0]["wkv_share"] < 1
     assert {(r["threads"], r["T"]) for r in result["forward_profile"]} >= {(1, 8), (1, 33)}
     assert all(r["ns_per_element"] > 0 for r in result["forward_profile"])
+
+
+def test_growth_ratios_come_from_fresh_processes_under_each_allocator_setting():
+    import bench_wkv
+
+    summary = bench_wkv.growth_summary(1, 5, "cpu", repeats=2, processes=2, short=8, long=32)
+    for setting in ("", "_reused_memory", "_fresh_memory"):
+        per_process = summary[f"time_ratio_T32_over_T8_fwd_bwd{setting}_per_process"]
+        assert len(per_process) == 2 and all(r > 0 for r in per_process)
+        assert summary[f"time_ratio_T32_over_T8_fwd_bwd{setting}"] == pytest.approx(sum(per_process) / 2)  # median
+        assert summary[f"time_ratio_T32_over_T8_fwd{setting}"] > 0
 
 
 def test_model_benchmark_measures_a_point_in_a_subprocess(tmp_path):

@@ -32,6 +32,13 @@ def test_model_zoo_page_is_current(tmp_path):
         "docs/model_zoo.md is stale: run python docs/gen_model_zoo.py"
 
 
+def test_readme_wkv_table_is_current():
+    report = runpy.run_path(str(REPO / "benchmarks" / "report.py"))
+    readme = (REPO / "README.md").read_text()
+    assert report["readme_with_wkv_table"](readme, report["load"]("wkv")) == readme, \
+        "README.md's WKV table is stale: run python benchmarks/report.py"
+
+
 def test_every_doc_page_is_in_the_nav():
     nav = (REPO / "mkdocs.yml").read_text()
     pages = sorted(p.name for p in (REPO / "docs").glob("*.md"))
