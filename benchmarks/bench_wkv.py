@@ -261,11 +261,11 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--torch-repeats", type=int, default=1, help="repeats for the slow PyTorch path")
+    parser.add_argument("--torch-repeats", type=int, default=3, help="repeats for the slow PyTorch path")
     parser.add_argument("--T", type=int, nargs="+", default=[196, 1024, 4096, 16384])
     parser.add_argument("--C", type=int, nargs="+", default=[192, 384])
     parser.add_argument("--B", type=int, default=4)
-    parser.add_argument("--torch-max-T", type=int, default=4096, help="skip the PyTorch path above this T")
+    parser.add_argument("--torch-max-T", type=int, default=16384, help="skip the PyTorch path above this T")
     parser.add_argument("--block-res", type=int, nargs="*", default=[224, 384, 512, 768, 1024, 1536],
                         help="resolutions for the WKV share of an RWKV block (empty: skip)")
     parser.add_argument("--out", default="benchmarks/results/wkv.json")
@@ -275,14 +275,15 @@ def main(argv=None) -> dict:
     backends = {W._extension.resolve(args.device): compiled}
     backends.setdefault("torch", "rwkv_vision_torch")
     rows = []
+    print(f"{'backend':>7} {'B':>3} {'T':>6} {'C':>4} {'forward ms':>11} {'fwd+bwd ms':>11} {'forward GB/s':>13}")
     for name, namespace in backends.items():
         shapes = [(T, C) for C in args.C for T in args.T if name != "torch" or T <= args.torch_max_T]
         repeats = args.torch_repeats if name == "torch" else args.repeats
         for row in bench_points(namespace, args.B, shapes, args.device, repeats):
             rows.append({"backend": name, **row})
-            print(f"{name:>6} B={row['B']} T={row['T']:>5} C={row['C']}: forward {row['forward_ms']:9.2f} ms   "
-                  f"forward+backward {row['forward_backward_ms']:9.2f} ms   forward {row['forward_GBps']:.2f} GB/s",
-                  flush=True)
+            print(f"{name:>7} {row['B']:>3} {row['T']:>6} {row['C']:>4} {row['forward_ms']:>11.2f} "
+                  f"{row['forward_backward_ms']:>11.2f} {row['forward_GBps']:>13.2f}", flush=True)
+    # The forward's bytes at the longest T and C = 192, the shape whose bandwidth fraction the summary reports.
     copy_bytes = 3 * args.B * max(args.T) * 192 * 4
     copy_bw = copy_bandwidth(copy_bytes, args.device, max(args.repeats, 5))
     clone_bw = clone_bandwidth(copy_bytes, args.device, max(args.repeats, 5))

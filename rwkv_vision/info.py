@@ -20,7 +20,7 @@ def collect() -> dict:
         "torch CUDA build": torch.version.cuda or "no",
         "CPU threads": str(torch.get_num_threads()),
         "CUDA device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "WKV backend setting": _extension.requested_backend(),
+        "WKV backend setting": _setting(_extension),
         "WKV on cpu": _extension.explain("cpu"),
     }
     if torch.cuda.is_available():
@@ -28,6 +28,13 @@ def collect() -> dict:
     if _extension.STATUS.log:
         info["WKV build log"] = _extension.STATUS.log
     return info
+
+
+def _setting(extension) -> str:
+    try:
+        return extension.requested_backend()
+    except ValueError as exc:  # a bad RWKV_VISION_WKV_BACKEND: say so instead of failing
+        return f"error: {exc}"
 
 
 def check_wkv(T: int = 196, C: int = 192, B: int = 2) -> dict:
@@ -62,7 +69,11 @@ def main(check: bool = False) -> int:
     for key, value in collect().items():
         print(f"{key:>20}: {value}")
     if check:
-        r = check_wkv()
+        try:
+            r = check_wkv()
+        except (RuntimeError, ValueError) as exc:  # a forced backend that cannot run, or a bad setting
+            print(f"{'WKV check':>20}: error: {exc}")
+            return 1
         ok = r["max_rel_diff_vs_torch"] < 1e-4
         print(f"{'WKV check':>20}: {'ok' if ok else 'MISMATCH'} - {r['backend']} forward+backward on {r['shape']} "
               f"in {r['ms']:.1f} ms (PyTorch path {r['torch_ms']:.1f} ms), max relative diff {r['max_rel_diff_vs_torch']:.1e}")

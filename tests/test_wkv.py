@@ -150,7 +150,7 @@ def test_gradcheck_float64(backend, kind):
 @pytest.mark.parametrize("kind", ["bi", "causal"])
 def test_extreme_values_stay_finite(backend, kind):
     fn, bidirectional = OPS[kind]
-    T = 16384 if backend == "cpp" else 2048  # the Python scan path is slow; the math is the same
+    T = 16384
     g = torch.Generator().manual_seed(2)
     C = 6
     k = ((torch.rand(1, T, C, generator=g) * 2 - 1) * 60).requires_grad_()
@@ -177,15 +177,19 @@ def test_extreme_values_match_oracle(backend, kind):
     _close(fn(k, v, w, u), dense_wkv(k, v, w, u, bidirectional), rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bi", "causal"])
 @pytest.mark.parametrize("dtype, rtol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
-def test_half_precision_within_tolerance_of_fp32(backend, dtype, rtol):
+def test_half_precision_within_tolerance_of_fp32(backend, kind, dtype, rtol):
     """Half inputs accumulate in fp32: the only error left is the rounding of inputs and outputs."""
+    fn, _ = OPS[kind]
     k, v, w, u = _inputs(2, 196, 24, w_scale=8.0 / 196)
+    if kind == "causal":
+        w = w.detach().exp().requires_grad_()  # an RWKV-4 decay, positive
     gy = torch.randn(2, 196, 24, generator=torch.Generator().manual_seed(1))
     k16, v16 = (t.detach().to(dtype).requires_grad_() for t in (k, v))
     k32, v32 = (t.detach().to(dtype).float().requires_grad_() for t in (k, v))  # the same rounded inputs
-    half = _grads(bi_wkv, k16, v16, w, u, gy.to(dtype).float())
-    full = _grads(bi_wkv, k32, v32, w, u, gy.to(dtype).float())
+    half = _grads(fn, k16, v16, w, u, gy.to(dtype).float())
+    full = _grads(fn, k32, v32, w, u, gy.to(dtype).float())
     assert half[0].dtype == dtype and half[1].dtype == dtype
     for a, b in zip(half, full):
         _close(a, b, rtol)
@@ -281,6 +285,26 @@ def test_backward_without_lse_is_explained():
     y, _ = forward(k, v, w, u, True, False)
     with pytest.raises(RuntimeError, match="need_lse"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("kind", ["bi", "causal"])
+@pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (2, 5, 0)])
+def test_empty_inputs_have_empty_outputs_and_zero_gradients(backend, kind, shape):
+    fn, _ = OPS[kind]
+    k, v = torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True)
+    w, u = torch.randn(shape[2], requires_grad=True), torch.randn(shape[2], requires_grad=True)
+    y = fn(k, v, w, u)
+    assert y.shape == shape
+    y.sum().backward()
+    assert k.grad.shape == v.grad.shape == shape
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(u.grad, torch.zeros_like(u))
+
+
+def test_double_backward_is_a_clear_error(backend):
+    k, v, w, u = (t.detach().double().requires_grad_() for t in _inputs(1, 6, 3))
+    (dk,) = torch.autograd.grad(bi_wkv(k, v, w, u).sin().sum(), k, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        dk.sum().backward()
 
 
 def test_backward_allocates_no_gradient_for_lse(backend):
@@ -394,6 +418,10 @@ def test_cuda_extreme_values_stay_finite(cuda_kernel, kind):
     for t in (y, k.grad, v.grad, w.grad, u.grad):
         assert torch.isfinite(t).all()
     assert (y <= v.max(1, keepdim=True).values + 1e-4).all() and (y >= v.min(1, keepdim=True).values - 1e-4).all()
+    # The same inputs through the compiled CPU kernel (relative to each result's largest magnitude).
+    cpu = _grads(fn, *(t.detach().cpu().requires_grad_() for t in (k, v, w, u)), torch.ones(1, T, C))
+    for a, b in zip((y, k.grad, v.grad, w.grad, u.grad), cpu):
+        _close(a.detach().cpu(), b, 1e-3, atol=1e-6)
     # Short sequences of such values against the dense oracle.
     k, v = k[:, :40].detach(), v[:, :40].detach()
     _close(fn(k, v, w.detach(), u.detach()).cpu(), dense_wkv(k.cpu(), v.cpu(), w.cpu(), u.cpu(), kind == "bi"), 1e-5)
@@ -420,3 +448,7 @@ def test_cuda_gradcheck_opcheck_and_compile(cuda_kernel):
     grads = torch.autograd.grad(torch.compile(f, fullgraph=True)(k, v, w, u), (k, v, w, u))
     for a, b in zip(grads, torch.autograd.grad(f(k, v, w, u), (k, v, w, u))):
         torch.testing.assert_close(a, b)
+    # ... and match the compiled CPU kernel (the two kernels sum in different orders).
+    cpu_inputs = [t.detach().cpu().requires_grad_() for t in (k, v, w, u)]
+    for a, b in zip(grads, torch.autograd.grad(f(*cpu_inputs), cpu_inputs)):
+        _close(a.cpu(), b, 2e-4, atol=1e-6)

@@ -195,7 +195,7 @@ def explain(device_type: str) -> str:
     """One line: which backend runs on ``device_type`` and why."""
     try:
         backend = resolve(device_type)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # a forced backend that cannot run, or a bad setting
         return f"error: {exc}"
     wanted = requested_backend()
     if backend == "torch":

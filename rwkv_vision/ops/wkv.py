@@ -50,14 +50,21 @@ def _setup_context(ctx, inputs, output):
 def _make_backward(backward_op):
     def backward(ctx, gy, _glse):
         k, v, w, u, y, lse = ctx.saved_tensors
-        if lse.numel() == 0:
+        if lse.shape != k.shape:
             raise RuntimeError("WKV backward needs the forward to run with need_lse=True "
                                "(rwkv_vision.ops.bi_wkv sets it when an input requires grad)")
         if gy is None:  # y took no part in the loss: every gradient is zero
             return None, None, None, None, None, None
+        if k.numel() == 0:  # B, T or C is 0: nothing to differentiate
+            return torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(w), torch.zeros_like(u), None, None
         dk, dv, dw, du = backward_op(gy, k, v, w, u, y, lse, ctx.bidirectional)
         return dk, dv, dw, du, None, None
     return backward
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("WKV: gradients of its gradients (double backward, create_graph=True through the op) are not "
+                       "implemented")
 
 
 def _register(namespace: str) -> None:
@@ -67,6 +74,9 @@ def _register(namespace: str) -> None:
     torch.library.register_fake(f"{namespace}::wkv_backward", _fake_backward)
     torch.library.register_autograd(f"{namespace}::wkv_forward", _make_backward(backward),
                                     setup_context=_setup_context)
+    # Without a formula, autograd would let a double backward through the compiled op return no gradient.
+    torch.library.register_autograd(f"{namespace}::wkv_backward", _no_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
     _OPS[namespace] = (forward, backward)
 
 
