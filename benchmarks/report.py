@@ -106,10 +106,12 @@ def wkv_readme_table(d: dict) -> str:
                      f"{slow['forward_ms']:.1f}" if slow else "-", f"{slow['forward_backward_ms']:.1f}" if slow else "-",
                      f"{slow['forward_backward_ms'] / fast['forward_backward_ms']:.0f}x" if slow else "-"])
     B, m = d["rows"][0]["B"], d["machine"]
+    torch_max = max(T for b, T in at if b == "torch")
+    skipped = f"the PyTorch path is timed up to T = {torch_max}; " if torch_max < lengths[-1] else ""
     return "\n".join([
         f"Milliseconds per call at B = {B}, C = 192, fp32, on {m['cpu_count']} CPU cores with {m['threads']} threads "
-        "(`python benchmarks/bench_wkv.py`, medians; the PyTorch path is timed up to T = "
-        f"{max(T for b, T in at if b == 'torch')}; every shape in [docs/benchmarks.md](docs/benchmarks.md)):", "",
+        f"(`python benchmarks/bench_wkv.py`, medians; {skipped}every shape in [docs/benchmarks.md](docs/benchmarks.md)):",
+        "",
         table(["T", f"{compiled} forward", f"{compiled} fwd+bwd", "torch forward", "torch fwd+bwd", "fwd+bwd speedup"],
               rows)])
 
