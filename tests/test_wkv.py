@@ -277,6 +277,41 @@ def test_forcing_an_unusable_backend_is_an_error(monkeypatch):
         wkv_backend()
 
 
+def test_a_prebuilt_library_that_fails_to_load_gets_a_jit_build(tmp_path):
+    """E.g. a prebuilt _C.so compiled against another torch: the just-in-time build takes over (here stood in for
+    by the library this process loads, so that nothing is compiled), and the reason says what happened."""
+    if not _compiled_available():
+        pytest.skip(_extension.STATUS.reason)
+    broken = tmp_path / "_C.cpython-311-x86_64-linux-gnu.so"
+    broken.write_bytes(b"not a shared library")
+    code = ("import sys; from rwkv_vision.ops import _extension as e; "
+            "e._prebuilt = lambda: sys.argv[1]; e.jit_build = lambda with_cuda: sys.argv[2]; "
+            "s = e.load_extension(); print(s.loaded, s.source); print(s.reason)")
+    out = subprocess.run([sys.executable, "-c", code, str(broken), _extension.STATUS.path], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0] == "True jit"
+    assert "the prebuilt library failed to load" in out[1] and str(broken) in out[1]
+
+
+def test_the_fallback_warning_points_at_the_users_line(tmp_path):
+    script = tmp_path / "user.py"
+    script.write_text(
+        "import warnings, torch\n"
+        "from rwkv_vision.ops import _extension as e, bi_wkv\n"
+        "e._prebuilt = lambda: None\n"
+        "def no_build(with_cuda):\n"
+        "    raise RuntimeError('no compiler here')\n"
+        "e.jit_build = no_build\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    bi_wkv(torch.ones(1, 2, 3), torch.ones(1, 2, 3), torch.zeros(3), torch.zeros(3))  # line 9\n"
+        "(w,) = [w for w in caught if 'pure-PyTorch' in str(w.message)]\n"
+        "print(w.filename, w.lineno, w.message)\n")
+    env = {**os.environ, "RWKV_VISION_WKV_BACKEND": "auto"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.startswith(f"{script} 9 ") and "no compiler here" in out
+
+
 def test_backward_without_lse_is_explained():
     from rwkv_vision.ops.wkv import _OPS
 

@@ -150,18 +150,28 @@ def load_extension() -> ExtensionStatus:
         if STATUS.tried:
             return STATUS
         STATUS.tried = True
-        path, source = _prebuilt(), "prebuilt"
-        try:
-            if path is None:
-                source = "jit"
-                path = jit_build(with_cuda=torch.cuda.is_available() and torch.version.cuda is not None)
-            torch.ops.load_library(path)
-            info = torch.ops.rwkv_vision.build_info()
+        prebuilt, failures = _prebuilt(), []
+        # A prebuilt library that no longer loads (built against another torch) gets a just-in-time build instead.
+        for source in (["prebuilt"] if prebuilt else []) + ["jit"]:
+            try:
+                path = prebuilt if source == "prebuilt" else jit_build(
+                    with_cuda=torch.cuda.is_available() and torch.version.cuda is not None)
+                torch.ops.load_library(path)
+            except Exception as exc:  # any failure means: try the next source, else fall back to PyTorch
+                failures.append((source, exc))
+                continue
+            try:
+                info = torch.ops.rwkv_vision.build_info()
+            except Exception as exc:  # loaded but broken: a second library would clash with its op namespace
+                failures.append((source, exc))
+                break
             STATUS.loaded, STATUS.path, STATUS.source = True, path, source
             STATUS.has_cuda = "cuda" in info
-            STATUS.reason = f"{source} extension {Path(path).name} ({info})"
-        except Exception as exc:  # any failure means: fall back to PyTorch, and say why
-            STATUS.reason = f"compiled extension unavailable: {exc}"
+            STATUS.reason = f"{source} extension {Path(path).name} ({info})" + (
+                f"; the prebuilt library failed to load: {failures[0][1]}" if failures else "")
+            return STATUS
+        STATUS.reason = "compiled extension unavailable: " + "; ".join(
+            f"{source}: {exc}" if prebuilt else str(exc) for source, exc in failures)
         return STATUS
 
 
@@ -187,8 +197,19 @@ def resolve(device_type: str) -> str:
         raise RuntimeError(f"{_ENV_BACKEND}={wanted} was requested but {why}")
     if not _warned:
         _warned = True
-        warnings.warn(f"rwkv_vision: {why}; using the pure-PyTorch WKV path (slower)", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"rwkv_vision: {why}; using the pure-PyTorch WKV path (slower)", RuntimeWarning,
+                      stacklevel=_user_stacklevel())
     return "torch"
+
+
+def _user_stacklevel() -> int:
+    """The warnings stacklevel, seen from its caller, of the first frame outside rwkv_vision and torch: the line of
+    user code that first ran WKV (the call reaches here through the model, the op wrapper and maybe torch.compile)."""
+    inside = (str(Path(__file__).resolve().parents[1]), str(Path(torch.__file__).resolve().parent))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def explain(device_type: str) -> str:
