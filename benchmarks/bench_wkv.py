@@ -9,8 +9,8 @@ them with torch's tensor copy (read + write) of a buffer of the same size on the
 
 The growth ratio time(T=16384) / time(T=4096) (C = 192) is measured separately, in fresh processes, with the two
 lengths interleaved (ratio of their median times; the median over processes): under glibc's defaults, and on CPU
-also under allocator settings that treat both lengths' outputs alike (see MEMORY_ENVS). The forward's cost per element at the shortest and the longest T, on one thread and on
-all, shows where its time goes (on a GPU: each kernel's time per call, from torch.profiler). Last, torch.profiler
+also under allocator settings that treat both lengths' outputs alike (see MEMORY_ENVS). The forward's cost per
+element at the shortest and the longest T, on one thread and on all, shows where its time goes (on a GPU: each kernel's time per call, from torch.profiler). Last, torch.profiler
 splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and the rest
 (median of single-call profiles).
 """
@@ -148,14 +148,21 @@ MEMORY_ENVS = {
 
 
 def growth_ratios_in(env: dict, B: int, C: int, device: str, repeats: int, short: int, long: int) -> dict:
-    """growth_ratios() in a fresh process (its heap untouched by the rest of the benchmark) with `env` added."""
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_wkv as b; "
+    """growth_ratios() in a fresh process (its heap untouched by the rest of the benchmark) with `env` added; also
+    the process's id ("pid") and the MALLOC_* variables it ran with ("malloc_env")."""
+    code = ("import json, os, sys; sys.path.insert(0, sys.argv[1]); import bench_wkv as b; "
             "from rwkv_vision.ops import wkv as W; "
             "B, C, repeats, short, long = (int(x) for x in sys.argv[2:7]); device = sys.argv[7]; "
-            "print(json.dumps(b.growth_ratios(W._namespace_for(device), B, C, device, repeats, short, long)))")
+            "r = b.growth_ratios(W._namespace_for(device), B, C, device, repeats, short, long); "
+            "r['malloc_env'] = {k: v for k, v in os.environ.items() if k.startswith('MALLOC_')}; "
+            "r['pid'] = os.getpid(); print(json.dumps(r))")
     here = os.path.dirname(os.path.abspath(__file__))
+    # The caller's own allocator settings (a preloaded jemalloc, MALLOC_* variables) would blur the comparison.
+    base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", code, here, *(str(x) for x in (B, C, repeats, short, long)), device],
-                         env={**os.environ, **env}, capture_output=True, text=True, check=True)
+                         env={**base, **env}, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"growth measurement with {env or 'no allocator setting'} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -87,18 +87,21 @@ def wkv_section(d: dict) -> str:
             out += ["The `time_ratio` keys divide the median times of the two lengths, measured interleaved in a "
                     "fresh process; each is the median over processes (`per_process`: each process's value). With "
                     "glibc's defaults (no suffix) the outputs at T = 4096 (12.6 MB each) come from reused heap "
-                    "memory and those at T = 16384 (50 MB) are mapped afresh on every call, so only the longer "
-                    "length pays for zeroed pages; `reused_memory` and `fresh_memory` run both lengths under one "
-                    "allocator setting, all outputs from the heap or all freshly mapped (`MEMORY_ENVS` in "
-                    "bench_wkv.py).", ""]
+                    "memory and those at T = 16384 (50 MB) are mapped afresh on every call; `reused_memory` and "
+                    "`fresh_memory` run both lengths under one allocator setting, all outputs from the heap or all "
+                    "freshly mapped (`MEMORY_ENVS` in bench_wkv.py). Comparing the three shows what the "
+                    "difference in memory costs.", ""]
     return "\n".join(out)
 
 
-def wkv_readme_table(d: dict) -> str:
-    """The README's WKV table: forward and forward+backward ms of each backend at C = 192, and the speedup."""
+def wkv_readme_table(d: dict) -> str | None:
+    """The README's WKV table: forward and forward+backward ms of each backend at C = 192, and the speedup; None
+    when the results hold no compiled backend at C = 192 (a run on a machine without the extension)."""
     at = {(r["backend"], r["T"]): r for r in d["rows"] if r["C"] == 192}
-    compiled = next(r["backend"] for r in d["rows"] if r["backend"] != "torch")
-    lengths = sorted({T for _, T in at})
+    compiled = next((b for b, _ in at if b != "torch"), None)
+    if compiled is None:
+        return None
+    lengths = sorted(T for b, T in at if b == compiled)
     rows = []
     for T in lengths:
         fast, slow = at[compiled, T], at.get(("torch", T))
@@ -106,8 +109,9 @@ def wkv_readme_table(d: dict) -> str:
                      f"{slow['forward_ms']:.1f}" if slow else "-", f"{slow['forward_backward_ms']:.1f}" if slow else "-",
                      f"{slow['forward_backward_ms'] / fast['forward_backward_ms']:.0f}x" if slow else "-"])
     B, m = d["rows"][0]["B"], d["machine"]
-    torch_max = max(T for b, T in at if b == "torch")
-    skipped = f"the PyTorch path is timed up to T = {torch_max}; " if torch_max < lengths[-1] else ""
+    torch_max = max((T for b, T in at if b == "torch"), default=None)
+    skipped = ("the PyTorch path is not timed; " if torch_max is None else
+               f"the PyTorch path is timed up to T = {torch_max}; " if torch_max < lengths[-1] else "")
     return "\n".join([
         f"Milliseconds per call at B = {B}, C = 192, fp32, on {m['cpu_count']} CPU cores with {m['threads']} threads "
         f"(`python benchmarks/bench_wkv.py`, medians; {skipped}every shape in [docs/benchmarks.md](docs/benchmarks.md)):",
@@ -117,12 +121,16 @@ def wkv_readme_table(d: dict) -> str:
 
 
 def readme_with_wkv_table(readme: str, d: dict) -> str:
-    """`readme` with the text between the README_WKV markers replaced by wkv_readme_table(d)."""
+    """`readme` with the text between the README_WKV markers (once each, in order) replaced by wkv_readme_table(d);
+    unchanged when there is no table to write."""
     start, end = README_WKV
-    if start not in readme or end not in readme:
-        raise ValueError(f"README.md lacks the WKV table markers {start} ... {end}")
+    if readme.count(start) != 1 or readme.count(end) != 1 or readme.index(start) > readme.index(end):
+        raise ValueError(f"README.md must hold the WKV table markers once each, in this order: {start} ... {end}")
+    body = wkv_readme_table(d)
+    if body is None:
+        return readme
     head, rest = readme.split(start, 1)
-    return head + start + "\n" + wkv_readme_table(d) + "\n" + end + rest.split(end, 1)[1]
+    return head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
 
 
 def models_section(d: dict) -> str:

@@ -12,10 +12,13 @@ SHARED = Path(os.environ.get("RWKV_VISION_SHARED", Path(__file__).resolve().pare
 
 @pytest.fixture(scope="module")
 def module_tmp(tmp_path_factory, request) -> Path:
-    """A folder for one test module's shared files, removed when the module ends: the files are large."""
+    """A folder for one test module's shared files, removed when the module ends (the files are large), unless a
+    test failed meanwhile: as with tmp_path_retention_policy = "failed", what a failure left stays to look at."""
     path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    failed_before = request.session.testsfailed
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

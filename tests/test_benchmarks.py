@@ -1,10 +1,9 @@
 """The benchmark scripts run end to end on tiny sizes and write the JSON the docs are rendered from."""
 
 import json
+import os
 import sys
 from pathlib import Path
-
-import pytest
 
 from rwkv_vision.cli import main
 
@@ -24,15 +23,30 @@ def test_wkv_benchmark_writes_json(tmp_path):
     assert all(r["ns_per_element"] > 0 for r in result["forward_profile"])
 
 
-def test_growth_ratios_come_from_fresh_processes_under_each_allocator_setting():
+def test_growth_is_measured_in_a_fresh_process_with_only_the_given_allocator_setting(monkeypatch):
     import bench_wkv
 
-    summary = bench_wkv.growth_summary(1, 5, "cpu", repeats=2, processes=2, short=8, long=32)
-    for setting in ("", "_reused_memory", "_fresh_memory"):
-        per_process = summary[f"time_ratio_T32_over_T8_fwd_bwd{setting}_per_process"]
-        assert len(per_process) == 2 and all(r > 0 for r in per_process)
-        assert summary[f"time_ratio_T32_over_T8_fwd_bwd{setting}"] == pytest.approx(sum(per_process) / 2)  # median
-        assert summary[f"time_ratio_T32_over_T8_fwd{setting}"] > 0
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # the caller's own setting must not reach the child
+    r = bench_wkv.growth_ratios_in({"MALLOC_MMAP_THRESHOLD_": "1048576"}, 1, 5, "cpu", 2, 8, 32)
+    assert r["pid"] != os.getpid() and r["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+    assert r["fwd"] > 0 and r["fwd_bwd"] > 0
+
+
+def test_growth_summary_takes_the_median_over_processes_with_settings_in_turn(monkeypatch):
+    import bench_wkv
+
+    calls = []
+
+    def fake(env, B, C, device, repeats, short, long):
+        calls.append(env)
+        return {"fwd": 1.0 + len(calls), "fwd_bwd": 10.0 + len(calls)}
+
+    monkeypatch.setattr(bench_wkv, "growth_ratios_in", fake)
+    summary = bench_wkv.growth_summary(1, 5, "cpu", repeats=2, processes=3, short=8, long=32)
+    assert calls == list(bench_wkv.MEMORY_ENVS.values()) * 3  # the settings take turns
+    assert summary["time_ratio_T32_over_T8_fwd_bwd_per_process"] == [11.0, 14.0, 17.0]
+    assert summary["time_ratio_T32_over_T8_fwd_bwd"] == 14.0 and summary["time_ratio_T32_over_T8_fwd"] == 5.0
+    assert summary["time_ratio_T32_over_T8_fwd_bwd_fresh_memory_per_process"] == [13.0, 16.0, 19.0]
 
 
 def test_model_benchmark_measures_a_point_in_a_subprocess(tmp_path):

@@ -39,6 +39,17 @@ def test_readme_wkv_table_is_current():
         "README.md's WKV table is stale: run python benchmarks/report.py"
 
 
+def test_readme_wkv_markers_must_be_once_each_and_in_order():
+    report = runpy.run_path(str(REPO / "benchmarks" / "report.py"))
+    start, end = report["README_WKV"]
+    d = report["load"]("wkv")
+    for bad in (f"{end}\n{start}", f"{start}\n{start}\n{end}", "no markers"):
+        with pytest.raises(ValueError, match="markers once each"):
+            report["readme_with_wkv_table"](bad, d)
+    torch_only = {**d, "rows": [r for r in d["rows"] if r["backend"] == "torch"]}  # no extension on that machine
+    assert report["readme_with_wkv_table"](f"a\n{start}\nold\n{end}\n", torch_only) == f"a\n{start}\nold\n{end}\n"
+
+
 def test_every_doc_page_is_in_the_nav():
     nav = (REPO / "mkdocs.yml").read_text()
     pages = sorted(p.name for p in (REPO / "docs").glob("*.md"))

@@ -205,10 +205,10 @@ def resolve(device_type: str) -> str:
 def _user_stacklevel() -> int:
     """The warnings stacklevel, seen from its caller, of the first frame outside rwkv_vision and torch: the line of
     user code that first ran WKV (the call reaches here through the model, the op wrapper and maybe torch.compile)."""
-    inside = (str(Path(__file__).resolve().parents[1]), str(Path(torch.__file__).resolve().parent))
+    inside = (str(Path(__file__).resolve().parents[1]) + os.sep, str(Path(torch.__file__).resolve().parent) + os.sep)
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(inside):
-        frame, level = frame.f_back, level + 1
+    while frame.f_back is not None and os.path.realpath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1  # stops at the outermost frame if every frame is inside
     return level
 
 
