@@ -10,9 +10,9 @@ them with torch's tensor copy (read + write) of a buffer of the same size on the
 The growth ratio time(T=16384) / time(T=4096) (C = 192) is measured separately, in fresh processes, with the two
 lengths interleaved (ratio of their median times; the median over processes): under glibc's defaults, and on CPU
 also under allocator settings that treat both lengths' outputs alike (see MEMORY_ENVS). The forward's cost per
-element at the shortest and the longest T, on one thread and on all, shows where its time goes (on a GPU: each kernel's time per call, from torch.profiler). Last, torch.profiler
-splits the forward time of one RWKVViT-T block (C = 192) at each image resolution into the WKV op and the rest
-(median of single-call profiles).
+element at the shortest and the longest T, on one thread and on all, shows where its time goes (on a GPU: each
+kernel's time per call, from torch.profiler). Last, torch.profiler splits the forward time of one RWKVViT-T block
+(C = 192) at each image resolution into the WKV op and the rest (median of single-call profiles).
 """
 
 from __future__ import annotations

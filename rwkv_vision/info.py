@@ -20,7 +20,7 @@ def collect() -> dict:
         "torch CUDA build": torch.version.cuda or "no",
         "CPU threads": str(torch.get_num_threads()),
         "CUDA device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "WKV backend setting": _setting(_extension),
+        "WKV backend setting": _backend_setting(),
         "WKV on cpu": _extension.explain("cpu"),
     }
     if torch.cuda.is_available():
@@ -30,9 +30,11 @@ def collect() -> dict:
     return info
 
 
-def _setting(extension) -> str:
+def _backend_setting() -> str:
+    from .ops import _extension
+
     try:
-        return extension.requested_backend()
+        return _extension.requested_backend()
     except ValueError as exc:  # a bad RWKV_VISION_WKV_BACKEND: say so instead of failing
         return f"error: {exc}"
 

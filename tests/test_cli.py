@@ -22,12 +22,11 @@ def trained(module_tmp) -> tuple[Path, Path, dict]:
     """(data root, run folder, results.json) of a 4-epoch `rwkv-vision train` run from a YAML file."""
     import yaml
 
-    tmp = module_tmp
-    faces = make_faces(tmp / "faces")
-    run = tmp / "run"
+    faces = make_faces(module_tmp / "faces")
+    run = module_tmp / "run"
     cfg = tiny_config(faces, run, train={"epochs": 4, "progress": "off"})
-    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["train", "--config", str(tmp / "cfg.yaml"), "optim.lr=1e-2", "train.export=last"]) == 0
+    (module_tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(module_tmp / "cfg.yaml"), "optim.lr=1e-2", "train.export=last"]) == 0
     return faces, run, json.loads((run / "results.json").read_text())
 
 
